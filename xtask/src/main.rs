@@ -1,0 +1,46 @@
+//! Forge's project tasks: `cargo xtask setup | test | demo | bench`.
+//!
+//! The `xtask` alias lives in the committed `.cargo/config.toml`; see the
+//! workspace README for what each task does.
+
+mod bench_report;
+mod cargo_config;
+mod prereq;
+mod setup;
+mod tasks;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Forge project tasks", version)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Make MLX usable from Rust on this machine (no-op on macOS; cached on Linux)
+    Setup(setup::SetupArgs),
+    /// Run setup if needed, then the whole workspace test suite (MLX tests serialised)
+    Test(tasks::TestArgs),
+    /// Run setup if needed, then the main job on the embedded default
+    Demo(tasks::DemoArgs),
+    /// Run setup if needed, then the benchmark suite and print its comparison tables
+    Bench(tasks::BenchArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup(args) => setup::run(&args).map(|_| ()),
+        Task::Test(args) => tasks::test(&args),
+        Task::Demo(args) => tasks::demo(&args),
+        Task::Bench(args) => tasks::bench(&args),
+    };
+    if let Err(err) = result {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
