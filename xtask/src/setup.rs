@@ -22,7 +22,7 @@ pub(crate) const MLX_VERSION: &str = "0.32.2";
 /// The mlx-sys release whose mlx-c sources are built.
 const MLX_SYS_VERSION: &str = "0.7.0";
 /// Bumped whenever the steps below change in a way that must redo the setup.
-const SETUP_REVISION: &str = "1";
+const SETUP_REVISION: &str = "3";
 /// The header force-included into mlx-c's C++ build and bindgen's parse.
 const COMPAT_HEADER: &str = include_str!("../assets/mlx-c-compat.h");
 /// cmake from PyPI (the machine may have none, or one too old).
@@ -190,7 +190,7 @@ fn linux(args: &SetupArgs) -> Result<bool> {
     let mlx_sys_dir = locate_mlx_sys()?;
 
     step(3, "build mlx-c (static) against the PyPI MLX");
-    util::write_atomic(&layout.compat_header, COMPAT_HEADER)?;
+    util::write_if_changed(&layout.compat_header, COMPAT_HEADER)?;
     build_mlx_c(&layout, &mlx_sys_dir, &mlx_dir)?;
 
     step(4, "generate mlx-c bindings with bindgen");

@@ -131,7 +131,7 @@ pub(crate) fn demo(args: &DemoArgs) -> Result<()> {
 pub(crate) fn bench(args: &BenchArgs) -> Result<()> {
     setup::run(&args.setup)?;
     let mut cmd = util::cargo();
-    cmd.args(["bench", "--workspace", "--exclude", "xtask"]);
+    cmd.args(["bench", "--workspace", "--exclude", "xtask", "--benches"]);
     if let Some(filter) = &args.filter {
         cmd.args(["--", filter]);
     }

@@ -82,6 +82,15 @@ pub(crate) fn write_atomic(path: &Path, contents: impl AsRef<[u8]>) -> Result<()
     fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
+/// Like [`write_atomic`], but leaves the file (and its mtime) alone when it
+/// already has `contents`, so build systems that track it rebuild nothing.
+pub(crate) fn write_if_changed(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
+    if fs::read(path).is_ok_and(|have| have == contents.as_ref()) {
+        return Ok(());
+    }
+    write_atomic(path, contents)
+}
+
 /// Copies `from` to `to` atomically (temporary sibling + rename).
 pub(crate) fn copy_atomic(from: &Path, to: &Path) -> Result<()> {
     if let Some(dir) = to.parent() {
