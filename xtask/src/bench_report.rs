@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
+use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 
@@ -45,8 +46,14 @@ fn read_one(new_dir: &Path) -> Result<Option<Measurement>> {
     }))
 }
 
-/// Every `*/new/` directory under `dir`, read as a measurement with a throughput.
-pub(crate) fn collect(dir: &Path) -> Result<Vec<Measurement>> {
+fn modified(path: &Path) -> Option<SystemTime> {
+    fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Every `*/new/` directory under `dir` written at or after `since` (so stale
+/// results of earlier runs never enter a table), read as a measurement with a
+/// throughput.
+pub(crate) fn collect(dir: &Path, since: SystemTime) -> Result<Vec<Measurement>> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -57,6 +64,9 @@ pub(crate) fn collect(dir: &Path) -> Result<Vec<Measurement>> {
                 continue;
             }
             if path.file_name().is_some_and(|n| n == "new") {
+                if modified(&path.join("estimates.json")).is_none_or(|t| t < since) {
+                    continue;
+                }
                 if let Some(m) = read_one(&path).with_context(|| format!("reading {}", path.display()))? {
                     out.push(m);
                 }
@@ -135,9 +145,9 @@ pub(crate) fn tables(measurements: &[Measurement]) -> String {
     s
 }
 
-/// Reads `criterion_dir` and renders its tables.
-pub(crate) fn render(criterion_dir: &Path) -> Result<String> {
-    let ms = collect(criterion_dir)?;
+/// Reads the results written to `criterion_dir` since `since` and renders their tables.
+pub(crate) fn render(criterion_dir: &Path, since: SystemTime) -> Result<String> {
+    let ms = collect(criterion_dir, since)?;
     if ms.is_empty() {
         anyhow::bail!("no criterion results with a throughput under {}", criterion_dir.display());
     }
@@ -184,8 +194,11 @@ mod tests {
         )
         .unwrap();
         fs::write(new.join("estimates.json"), r#"{"mean":{"point_estimate":1000.0}}"#).unwrap();
-        let ms = collect(&dir).unwrap();
+        let ms = collect(&dir, SystemTime::UNIX_EPOCH).unwrap();
         assert_eq!(ms.len(), 1);
+        // Results older than the run are left out.
+        let later = SystemTime::now() + std::time::Duration::from_secs(60);
+        assert!(collect(&dir, later).unwrap().is_empty());
         assert!((ms[0].per_second - 1e9).abs() < 1.0);
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -130,6 +130,7 @@ pub(crate) fn demo(args: &DemoArgs) -> Result<()> {
 
 pub(crate) fn bench(args: &BenchArgs) -> Result<()> {
     setup::run(&args.setup)?;
+    let started = std::time::SystemTime::now();
     let mut cmd = util::cargo();
     cmd.args(["bench", "--workspace", "--exclude", "xtask", "--benches"]);
     if let Some(filter) = &args.filter {
@@ -137,7 +138,7 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<()> {
     }
     util::run(&mut cmd)?;
     let criterion_dir = util::workspace_root().join("target").join("criterion");
-    let report = bench_report::render(&criterion_dir)?;
+    let report = bench_report::render(&criterion_dir, started)?;
     println!("\n{report}");
     let out = util::workspace_root().join("target").join("forge-bench").join("report.md");
     util::write_atomic(&out, &report)?;
