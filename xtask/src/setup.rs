@@ -31,6 +31,7 @@ const CMAKE_REQUIREMENT: &str = "cmake>=3.24,<5";
 #[derive(Args, Debug, Default, Clone)]
 pub(crate) struct SetupArgs {
     /// Also install MLX's CUDA build (mlx-cuda-13) and prefer it at run time
+    /// (sticky: later runs keep it until `.forge/` is deleted)
     #[arg(long)]
     pub(crate) cuda: bool,
     /// Install missing system packages with apt-get (needs root)
@@ -159,8 +160,14 @@ fn linux(args: &SetupArgs) -> Result<bool> {
     // (an uninstalled OpenBLAS would break the link), so check them first.
     let found = prereq::ensure(&args.python, args.install_deps)?;
 
+    // `--cuda` is sticky: a later plain `cargo xtask test` keeps the CUDA build.
+    let previous = Stamp::read(&layout.stamp);
+    let args = &SetupArgs {
+        cuda: args.cuda || previous.as_ref().is_some_and(|s| s.cuda),
+        ..args.clone()
+    };
     if !args.force {
-        if let Some(stamp) = Stamp::read(&layout.stamp) {
+        if let Some(stamp) = previous {
             if stamp.is_current(args, &found) {
                 eprintln!(
                     "forge setup: MLX {MLX_VERSION} setup is up to date ({:.2} s; `cargo xtask setup --force` redoes it)",

@@ -107,12 +107,21 @@ pub(crate) fn test(args: &TestArgs) -> Result<()> {
         cmd.args(&args.cargo_args);
         util::run(&mut cmd)?;
     }
-    // Crates with MLX: serialised.
-    for targets in [["--all-targets"], ["--doc"]] {
+    // Crates with MLX: serialised. Criterion benches run once each in test
+    // mode; they take no libtest flags, so they go separately.
+    let runs: [(&[&str], bool); 3] = [
+        (&["--lib", "--bins", "--tests", "--examples"], true),
+        (&["--benches"], false),
+        (&["--doc"], true),
+    ];
+    for (targets, serial) in runs {
         let mut cmd = util::cargo();
         cmd.arg("test").args(targets);
         with_packages(&mut cmd, &mlx);
-        cmd.args(&args.cargo_args).args(["--", "--test-threads=1"]);
+        cmd.args(&args.cargo_args);
+        if serial {
+            cmd.args(["--", "--test-threads=1"]);
+        }
         util::run(&mut cmd)?;
     }
     eprintln!("forge test: all passed");
