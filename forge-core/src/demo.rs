@@ -35,13 +35,48 @@ pub struct Stage {
 pub fn stages() -> Vec<Stage> {
     use StageStatus::{Built, NotBuilt};
     vec![
-        Stage { name: "mlx", what: "MLX runtime smoke run", status: Built, owner: "forge-mlx" },
-        Stage { name: "mine", what: "repository -> semantic units -> dataset", status: NotBuilt, owner: "forge-miner" },
-        Stage { name: "load", what: "pretrained model from GGUF / Hugging Face", status: NotBuilt, owner: "forge-model" },
-        Stage { name: "train", what: "adapter fine-tuning", status: NotBuilt, owner: "forge-peft" },
-        Stage { name: "judge", what: "perplexity, CodeBLEU, pass@k, gate", status: NotBuilt, owner: "forge-judge" },
-        Stage { name: "export", what: "GGUF + Ollama Modelfile", status: NotBuilt, owner: "forge-gguf" },
-        Stage { name: "deploy", what: "registry, llama.cpp / Ollama", status: NotBuilt, owner: "forge-core" },
+        Stage {
+            name: "mlx",
+            what: "MLX runtime smoke run",
+            status: Built,
+            owner: "forge-mlx",
+        },
+        Stage {
+            name: "mine",
+            what: "repository -> semantic units -> dataset",
+            status: NotBuilt,
+            owner: "forge-miner",
+        },
+        Stage {
+            name: "load",
+            what: "pretrained model from GGUF / Hugging Face",
+            status: NotBuilt,
+            owner: "forge-model",
+        },
+        Stage {
+            name: "train",
+            what: "adapter fine-tuning",
+            status: NotBuilt,
+            owner: "forge-peft",
+        },
+        Stage {
+            name: "judge",
+            what: "perplexity, CodeBLEU, pass@k, gate",
+            status: NotBuilt,
+            owner: "forge-judge",
+        },
+        Stage {
+            name: "export",
+            what: "GGUF + Ollama Modelfile",
+            status: NotBuilt,
+            owner: "forge-gguf",
+        },
+        Stage {
+            name: "deploy",
+            what: "registry, llama.cpp / Ollama",
+            status: NotBuilt,
+            owner: "forge-core",
+        },
     ]
 }
 
@@ -76,7 +111,10 @@ impl Demo {
         if !smoke.passed() {
             return Err(Error::SmokeFailed(smoke.to_string()));
         }
-        Ok(DemoReport { smoke, stages: stages() })
+        Ok(DemoReport {
+            smoke,
+            stages: stages(),
+        })
     }
 }
 
@@ -99,7 +137,11 @@ impl fmt::Display for DemoReport {
                 StageStatus::Built => "built",
                 StageStatus::NotBuilt => "not built yet",
             };
-            writeln!(f, "  {:<7} {:<42} {:<14} ({})", s.name, s.what, status, s.owner)?;
+            writeln!(
+                f,
+                "  {:<7} {:<42} {:<14} ({})",
+                s.name, s.what, status, s.owner
+            )?;
         }
         Ok(())
     }

@@ -6,20 +6,20 @@ mod error;
 
 pub use error::{Error, Result};
 
+/// The GGUF container and export ([`forge_gguf`]).
+pub use forge_gguf as gguf;
+/// Evaluation and the deployment gate ([`forge_judge`]).
+pub use forge_judge as judge;
 /// Repository mining and dataset building ([`forge_miner`]).
 pub use forge_miner as miner;
+/// The MLX layer ([`forge_mlx`]).
+pub use forge_mlx as mlx;
 /// Llama-family decoders on MLX ([`forge_model`]).
 pub use forge_model as model;
 /// Adapters and the trainer ([`forge_peft`]).
 pub use forge_peft as peft;
 /// Quantization formats ([`forge_quant`]).
 pub use forge_quant as quant;
-/// Evaluation and the deployment gate ([`forge_judge`]).
-pub use forge_judge as judge;
-/// The GGUF container and export ([`forge_gguf`]).
-pub use forge_gguf as gguf;
-/// The MLX layer ([`forge_mlx`]).
-pub use forge_mlx as mlx;
 
 /// The handful of names most programs need.
 pub mod prelude {

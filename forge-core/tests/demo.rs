@@ -7,7 +7,10 @@ fn demo_runs_and_lists_every_stage() {
     let report = Demo::new().with_seed(3).run().unwrap();
     assert!(report.smoke.passed());
     let names: Vec<_> = report.stages.iter().map(|s| s.name).collect();
-    assert_eq!(names, ["mlx", "mine", "load", "train", "judge", "export", "deploy"]);
+    assert_eq!(
+        names,
+        ["mlx", "mine", "load", "train", "judge", "export", "deploy"]
+    );
     let text = report.to_string();
     assert!(text.contains("not built yet"));
     assert!(text.contains("matmul f32"));

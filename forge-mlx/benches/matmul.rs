@@ -5,7 +5,9 @@
 //! setup` links OpenBLAS ahead of it. `cargo xtask bench` prints the table
 //! with ratios. Throughput is counted in FLOPs (2·n³ per product).
 
-use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
 use forge_mlx::mlx_rs::Array;
 use forge_mlx::smoke;
 use ndarray::Array2;
@@ -19,8 +21,20 @@ use ndarray::Array2;
 unsafe extern "C" {
     #[allow(clippy::too_many_arguments)]
     fn cblas_sgemm(
-        layout: i32, trans_a: i32, trans_b: i32, m: i32, n: i32, k: i32, alpha: f32,
-        a: *const f32, lda: i32, b: *const f32, ldb: i32, beta: f32, c: *mut f32, ldc: i32,
+        layout: i32,
+        trans_a: i32,
+        trans_b: i32,
+        m: i32,
+        n: i32,
+        k: i32,
+        alpha: f32,
+        a: *const f32,
+        lda: i32,
+        b: *const f32,
+        ldb: i32,
+        beta: f32,
+        c: *mut f32,
+        ldc: i32,
     );
 }
 const CBLAS_ROW_MAJOR: i32 = 101;
@@ -31,23 +45,43 @@ fn blas_matmul(a: &Array2<f32>, b: &Array2<f32>) -> Array2<f32> {
     let n = a.nrows();
     let ni = i32::try_from(n).expect("size");
     let mut c = Array2::<f32>::zeros((n, n));
-    let (a, b) = (a.as_slice().expect("contiguous"), b.as_slice().expect("contiguous"));
+    let (a, b) = (
+        a.as_slice().expect("contiguous"),
+        b.as_slice().expect("contiguous"),
+    );
     // SAFETY: a, b, c are contiguous n×n row-major buffers that outlive the call.
     unsafe {
         cblas_sgemm(
-            CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_NO_TRANS, ni, ni, ni, 1.0,
-            a.as_ptr(), ni, b.as_ptr(), ni, 0.0, c.as_mut_ptr(), ni,
+            CBLAS_ROW_MAJOR,
+            CBLAS_NO_TRANS,
+            CBLAS_NO_TRANS,
+            ni,
+            ni,
+            ni,
+            1.0,
+            a.as_ptr(),
+            ni,
+            b.as_ptr(),
+            ni,
+            0.0,
+            c.as_mut_ptr(),
+            ni,
         );
     }
     c
 }
 
-const PEER: &str = if cfg!(target_os = "macos") { "ndarray+accelerate" } else { "ndarray+openblas" };
+const PEER: &str = if cfg!(target_os = "macos") {
+    "ndarray+accelerate"
+} else {
+    "ndarray+openblas"
+};
 
 fn host_f32(a: &Array) -> Array2<f32> {
     let shape = a.shape();
     let dims = (shape[0] as usize, shape[1] as usize);
-    Array2::from_shape_vec(dims, a.try_as_slice::<f32>().expect("f32 array").to_vec()).expect("shape")
+    Array2::from_shape_vec(dims, a.try_as_slice::<f32>().expect("f32 array").to_vec())
+        .expect("shape")
 }
 
 fn matmul(c: &mut Criterion) {
@@ -61,8 +95,12 @@ fn matmul(c: &mut Criterion) {
         b.eval().expect("eval");
         let (ha, hb) = (host_f32(&a), host_f32(&b));
         // Both sides compute the same product.
-        let (mlx_c, blas_c) = (host_f32(&a.matmul(&b).expect("matmul")), blas_matmul(&ha, &hb));
-        let diff = (&mlx_c - &blas_c).mapv(|v| v * v).sum().sqrt() / blas_c.mapv(|v| v * v).sum().sqrt();
+        let (mlx_c, blas_c) = (
+            host_f32(&a.matmul(&b).expect("matmul")),
+            blas_matmul(&ha, &hb),
+        );
+        let diff =
+            (&mlx_c - &blas_c).mapv(|v| v * v).sum().sqrt() / blas_c.mapv(|v| v * v).sum().sqrt();
         assert!(diff < 1e-5, "MLX and BLAS disagree at n={n}: {diff}");
         let flops = 2 * u64::from(n.unsigned_abs()).pow(3);
         group.throughput(Throughput::Elements(flops));

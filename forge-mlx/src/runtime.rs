@@ -78,7 +78,10 @@ fn classify_blas(libs: &[String]) -> BlasBackend {
     if cfg!(target_vendor = "apple") {
         return BlasBackend::Accelerate;
     }
-    if let Some(p) = libs.iter().find(|p| file_name(p).starts_with("libopenblas")) {
+    if let Some(p) = libs
+        .iter()
+        .find(|p| file_name(p).starts_with("libopenblas"))
+    {
         return BlasBackend::OpenBlas(p.clone());
     }
     if let Some(p) = libs.iter().find(|p| file_name(p).starts_with("libblas")) {
@@ -121,7 +124,10 @@ mod tests {
             "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0".to_string(),
         ];
         assert!(matches!(classify_blas(&libs), BlasBackend::OpenBlas(_)));
-        assert!(matches!(classify_blas(&libs[..1]), BlasBackend::Reference(_)));
+        assert!(matches!(
+            classify_blas(&libs[..1]),
+            BlasBackend::Reference(_)
+        ));
         assert_eq!(classify_blas(&[]), BlasBackend::Unknown);
     }
 }

@@ -118,7 +118,10 @@ pub fn to_host_2d(a: &Array, name: &'static str) -> Result<Array2<f64>> {
         .iter()
         .map(|&v| f64::from(v))
         .collect();
-    let dims = (usize::try_from(rows).unwrap_or(0), usize::try_from(cols).unwrap_or(0));
+    let dims = (
+        usize::try_from(rows).unwrap_or(0),
+        usize::try_from(cols).unwrap_or(0),
+    );
     Array2::from_shape_vec(dims, data).map_err(|_| Error::Shape {
         name,
         found: vec![rows, cols],
@@ -249,7 +252,10 @@ pub fn grad_check(seed: u64) -> Result<Check> {
     };
     let (values, grads) = transforms::value_and_grad(f)(std::slice::from_ref(&w))?;
     let grad = to_host_2d(&grads[0], "gradient")?;
-    let value = to_host_1d(&values[0], "value")?.first().copied().unwrap_or(f64::NAN);
+    let value = to_host_1d(&values[0], "value")?
+        .first()
+        .copied()
+        .unwrap_or(f64::NAN);
 
     let (xh, wh) = (to_host_2d(&x, "x")?, to_host_2d(&w, "w")?);
     let h = 1e-6;

@@ -24,7 +24,7 @@ proptest! {
     #[test]
     fn q4_dequantizes_to_the_nearest_grid_point(rows in 1i32..8, groups in 1i32..5, scale in 0.01f32..100.0, seed in any::<u64>()) {
         const GROUP: usize = 64;
-        let w = ops::multiply(&smoke::normal(&[rows, groups * GROUP as i32], seed).unwrap(), forge_mlx::mlx_rs::Array::from_f32(scale)).unwrap();
+        let w = ops::multiply(smoke::normal(&[rows, groups * GROUP as i32], seed).unwrap(), forge_mlx::mlx_rs::Array::from_f32(scale)).unwrap();
         let (wq, scales, biases) = ops::quantize(&w, GROUP as i32, 4).unwrap();
         let deq = ops::dequantize(&wq, &scales, &biases, GROUP as i32, 4).unwrap();
         let (w, deq) = (to_host_2d(&w, "w").unwrap(), to_host_2d(&deq, "deq").unwrap());

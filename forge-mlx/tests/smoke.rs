@@ -25,7 +25,9 @@ fn matmul_check_detects_a_wrong_product() {
     let a = smoke::normal(&[8, 8], 1).unwrap();
     let b = smoke::normal(&[8, 8], 2).unwrap();
     let wrong = smoke::to_host_2d(&b.matmul(&a).unwrap(), "ba").unwrap();
-    let right = smoke::to_host_2d(&a, "a").unwrap().dot(&smoke::to_host_2d(&b, "b").unwrap());
+    let right = smoke::to_host_2d(&a, "a")
+        .unwrap()
+        .dot(&smoke::to_host_2d(&b, "b").unwrap());
     assert!(smoke::relative_error(wrong.view(), right.view()) > 0.1);
 }
 
@@ -55,7 +57,7 @@ fn value_and_grad_matches_finite_differences() {
 }
 
 fn host(a: &Array) -> Vec<f32> {
-    a.try_as_slice::<f32>().unwrap().to_vec()
+    a.try_as_slice::<f32>().expect("f32 array").to_vec()
 }
 
 #[test]
@@ -75,8 +77,10 @@ fn seeding_is_reproducible() {
     // A seeded RandomState.
     let mut s1 = random::RandomState::with_seed(5).unwrap();
     let mut s2 = random::RandomState::with_seed(5).unwrap();
-    assert_eq!(host(&random::normal::<f32>(&[8], None, None, &s1.next_key().unwrap()).unwrap()),
-               host(&random::normal::<f32>(&[8], None, None, &s2.next_key().unwrap()).unwrap()));
+    assert_eq!(
+        host(&random::normal::<f32>(&[8], None, None, &s1.next_key().unwrap()).unwrap()),
+        host(&random::normal::<f32>(&[8], None, None, &s2.next_key().unwrap()).unwrap())
+    );
 }
 
 #[test]
@@ -96,9 +100,16 @@ fn cpu_matmul_runs_on_an_optimised_blas() {
     let info = runtime_info();
     // Force MLX's BLAS into the process before looking.
     smoke::matmul_check(8, 8, 8, 1).unwrap();
-    let info = if matches!(info.blas, BlasBackend::Unknown) { runtime_info() } else { info };
+    let info = if matches!(info.blas, BlasBackend::Unknown) {
+        runtime_info()
+    } else {
+        info
+    };
     assert!(
-        matches!(info.blas, BlasBackend::OpenBlas(_) | BlasBackend::Accelerate),
+        matches!(
+            info.blas,
+            BlasBackend::OpenBlas(_) | BlasBackend::Accelerate
+        ),
         "MLX's CPU matmul would use {} (run `cargo xtask setup`)",
         info.blas
     );

@@ -31,15 +31,23 @@ fn read_one(new_dir: &Path) -> Result<Option<Measurement>> {
     let est: serde_json::Value = serde_json::from_str(
         &fs::read_to_string(new_dir.join("estimates.json")).context("estimates.json")?,
     )?;
-    let ns = est["mean"]["point_estimate"].as_f64().context("no mean estimate")?;
-    let (amount, bytes) = match (&bench["throughput"]["Elements"], &bench["throughput"]["Bytes"]) {
+    let ns = est["mean"]["point_estimate"]
+        .as_f64()
+        .context("no mean estimate")?;
+    let (amount, bytes) = match (
+        &bench["throughput"]["Elements"],
+        &bench["throughput"]["Bytes"],
+    ) {
         (e, _) if e.is_number() => (e.as_f64().unwrap_or(0.0), false),
         (_, b) if b.is_number() => (b.as_f64().unwrap_or(0.0), true),
         _ => return Ok(None),
     };
     Ok(Some(Measurement {
         group: bench["group_id"].as_str().unwrap_or_default().to_string(),
-        function: bench["function_id"].as_str().unwrap_or_default().to_string(),
+        function: bench["function_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
         param: bench["value_str"].as_str().unwrap_or_default().to_string(),
         per_second: amount / (ns * 1e-9),
         bytes,
@@ -57,17 +65,25 @@ pub(crate) fn collect(dir: &Path, since: SystemTime) -> Result<Vec<Measurement>>
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&d) else { continue };
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
         for entry in entries.filter_map(|e| e.ok()) {
             let path = entry.path();
-            if !path.is_dir() || path.file_name().is_some_and(|n| n == "report" || n == "base") {
+            if !path.is_dir()
+                || path
+                    .file_name()
+                    .is_some_and(|n| n == "report" || n == "base")
+            {
                 continue;
             }
             if path.file_name().is_some_and(|n| n == "new") {
                 if modified(&path.join("estimates.json")).is_none_or(|t| t < since) {
                     continue;
                 }
-                if let Some(m) = read_one(&path).with_context(|| format!("reading {}", path.display()))? {
+                if let Some(m) =
+                    read_one(&path).with_context(|| format!("reading {}", path.display()))?
+                {
                     out.push(m);
                 }
             } else {
@@ -109,7 +125,9 @@ pub(crate) fn tables(measurements: &[Measurement]) -> String {
                 .find(|m| m.function == f && m.param == p)
                 .map(|m| m.per_second / scale)
         };
-        s.push_str(&format!("### {group} ({unit}, higher is better)\n\n| size |"));
+        s.push_str(&format!(
+            "### {group} ({unit}, higher is better)\n\n| size |"
+        ));
         for c in &columns {
             s.push_str(&format!(" {c} |"));
         }
@@ -149,7 +167,10 @@ pub(crate) fn tables(measurements: &[Measurement]) -> String {
 pub(crate) fn render(criterion_dir: &Path, since: SystemTime) -> Result<String> {
     let ms = collect(criterion_dir, since)?;
     if ms.is_empty() {
-        anyhow::bail!("no criterion results with a throughput under {}", criterion_dir.display());
+        anyhow::bail!(
+            "no criterion results with a throughput under {}",
+            criterion_dir.display()
+        );
     }
     Ok(tables(&ms))
 }
@@ -177,7 +198,9 @@ mod tests {
             m("ndarray-openblas", "512", 10e9),
         ];
         let t = tables(&ms);
-        assert!(t.contains("| size | forge-mlx | ndarray-openblas | forge-mlx / ndarray-openblas |"));
+        assert!(
+            t.contains("| size | forge-mlx | ndarray-openblas | forge-mlx / ndarray-openblas |")
+        );
         assert!(t.contains("| 512 | 20.0 | 10.0 | 2.00x |"));
         assert!(t.contains("| 1024 | 30.0 | 40.0 | 0.75x |"));
         assert!(t.find("| 512 |").unwrap() < t.find("| 1024 |").unwrap());
@@ -193,7 +216,11 @@ mod tests {
             r#"{"group_id":"g","function_id":"forge","value_str":"8","throughput":{"Elements":1000}}"#,
         )
         .unwrap();
-        fs::write(new.join("estimates.json"), r#"{"mean":{"point_estimate":1000.0}}"#).unwrap();
+        fs::write(
+            new.join("estimates.json"),
+            r#"{"mean":{"point_estimate":1000.0}}"#,
+        )
+        .unwrap();
         let ms = collect(&dir, SystemTime::UNIX_EPOCH).unwrap();
         assert_eq!(ms.len(), 1);
         // Results older than the run are left out.

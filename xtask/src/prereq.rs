@@ -93,7 +93,11 @@ fn is_libclang(name: &str) -> bool {
 fn find_libclang() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("LIBCLANG_PATH") {
         let dir = PathBuf::from(dir);
-        let dir = if dir.is_file() { dir.parent()?.to_path_buf() } else { dir };
+        let dir = if dir.is_file() {
+            dir.parent()?.to_path_buf()
+        } else {
+            dir
+        };
         if dir_has(&dir, is_libclang) {
             return Some(dir);
         }
@@ -181,7 +185,10 @@ pub(crate) fn fix_command(missing: &[Missing], root: bool) -> String {
 pub(crate) fn message(missing: &[Missing], root: bool, apt: bool) -> String {
     let mut msg = String::from("the MLX setup needs prerequisites this machine lacks:\n");
     for m in missing {
-        msg.push_str(&format!("  - {} (Debian/Ubuntu package `{}`)\n", m.what, m.apt_package));
+        msg.push_str(&format!(
+            "  - {} (Debian/Ubuntu package `{}`)\n",
+            m.what, m.apt_package
+        ));
     }
     if apt {
         msg.push_str(&format!("fix with:\n  {}\n", fix_command(missing, root)));
@@ -203,7 +210,10 @@ pub(crate) fn ensure(python: &str, install: bool) -> Result<Found> {
     let root = is_root();
     let apt = has_apt();
     if install && root && apt {
-        eprintln!("forge setup: installing {} missing system package(s)", missing.len());
+        eprintln!(
+            "forge setup: installing {} missing system package(s)",
+            missing.len()
+        );
         let pkgs: Vec<&str> = missing.iter().map(|m| m.apt_package).collect();
         util::run(Command::new("apt-get").arg("update"))?;
         util::run(
@@ -243,8 +253,14 @@ mod tests {
     #[test]
     fn message_lists_all_and_one_command() {
         let missing = [
-            Missing { what: "libclang", apt_package: "libclang-dev" },
-            Missing { what: "OpenBLAS", apt_package: "libopenblas-dev" },
+            Missing {
+                what: "libclang",
+                apt_package: "libclang-dev",
+            },
+            Missing {
+                what: "OpenBLAS",
+                apt_package: "libopenblas-dev",
+            },
         ];
         let msg = message(&missing, false, true);
         assert!(msg.contains("libclang") && msg.contains("OpenBLAS"));

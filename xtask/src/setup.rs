@@ -166,24 +166,29 @@ fn linux(args: &SetupArgs) -> Result<bool> {
         cuda: args.cuda || previous.as_ref().is_some_and(|s| s.cuda),
         ..args.clone()
     };
-    if !args.force {
-        if let Some(stamp) = previous {
-            if stamp.is_current(args, &found) {
-                eprintln!(
-                    "forge setup: MLX {MLX_VERSION} setup is up to date ({:.2} s; `cargo xtask setup --force` redoes it)",
-                    started.elapsed().as_secs_f64()
-                );
-                return Ok(false);
-            }
-        }
+    if !args.force
+        && let Some(stamp) = previous
+        && stamp.is_current(args, &found)
+    {
+        eprintln!(
+            "forge setup: MLX {MLX_VERSION} setup is up to date ({:.2} s; `cargo xtask setup --force` redoes it)",
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(false);
     }
 
-    eprintln!("forge setup: preparing MLX {MLX_VERSION} for Rust in {}", layout.cache.display());
+    eprintln!(
+        "forge setup: preparing MLX {MLX_VERSION} for Rust in {}",
+        layout.cache.display()
+    );
     let steps = 6;
     let step = |n: usize, what: &str| eprintln!("[{n}/{steps}] {what}");
 
     step(1, "python venv with mlx-cpu and cmake from PyPI");
-    let mut reqs = vec![format!("mlx-cpu=={MLX_VERSION}"), CMAKE_REQUIREMENT.to_string()];
+    let mut reqs = vec![
+        format!("mlx-cpu=={MLX_VERSION}"),
+        CMAKE_REQUIREMENT.to_string(),
+    ];
     ensure_venv(&args.python, &layout.venv, &reqs)?;
     let mlx_dir = mlx_package_dir(&layout.venv)?;
     let mut extra_runtime_dirs = Vec::new();
@@ -249,20 +254,31 @@ fn ensure_venv(python: &str, venv: &Path, reqs: &[String]) -> Result<()> {
         return Ok(());
     }
     let fresh = !venv.join("pyvenv.cfg").exists();
-    let target = if fresh { util::partial_path(venv) } else { venv.to_path_buf() };
+    let target = if fresh {
+        util::partial_path(venv)
+    } else {
+        venv.to_path_buf()
+    };
     if fresh {
         let _ = fs::remove_dir_all(&target);
         fs::create_dir_all(target.parent().unwrap_or(Path::new("."))).ok();
         util::run(Command::new(python).args(["-m", "venv"]).arg(&target))?;
     }
-    let result = (|| {
+    let result = {
         let py = target.join("bin").join("python");
         util::run(
             Command::new(&py)
-                .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q"])
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--disable-pip-version-check",
+                    "--no-input",
+                    "-q",
+                ])
                 .args(reqs),
         )
-    })();
+    };
     if let Err(err) = result {
         if fresh {
             let _ = fs::remove_dir_all(&target);
@@ -303,7 +319,9 @@ fn locate_mlx_sys() -> Result<PathBuf> {
     util::run(util::cargo().args(["fetch"]))?;
     let meta = util::output(util::cargo().args(["metadata", "--format-version", "1"]))?;
     let meta: serde_json::Value = serde_json::from_str(&meta).context("parsing cargo metadata")?;
-    let pkgs = meta["packages"].as_array().context("cargo metadata has no packages")?;
+    let pkgs = meta["packages"]
+        .as_array()
+        .context("cargo metadata has no packages")?;
     for pkg in pkgs {
         if pkg["name"] == "mlx-sys" {
             if pkg["version"] != MLX_SYS_VERSION {
@@ -313,7 +331,10 @@ fn locate_mlx_sys() -> Result<PathBuf> {
                 );
             }
             let manifest = PathBuf::from(pkg["manifest_path"].as_str().unwrap_or_default());
-            let dir = manifest.parent().context("mlx-sys manifest has no parent")?.to_path_buf();
+            let dir = manifest
+                .parent()
+                .context("mlx-sys manifest has no parent")?
+                .to_path_buf();
             if !dir.join("src/mlx-c/CMakeLists.txt").is_file() {
                 bail!("{} has no src/mlx-c/CMakeLists.txt", dir.display());
             }
@@ -327,10 +348,15 @@ fn locate_mlx_sys() -> Result<PathBuf> {
 /// `bin/cmake` launcher script: its shebang names the venv's temporary path.)
 fn cmake_binary(venv: &Path) -> Result<PathBuf> {
     let py = venv.join("bin").join("python");
-    let dir = util::output(Command::new(&py).args(["-c", "import cmake; print(cmake.CMAKE_BIN_DIR)"]))?;
+    let dir =
+        util::output(Command::new(&py).args(["-c", "import cmake; print(cmake.CMAKE_BIN_DIR)"]))?;
     let bin = PathBuf::from(dir.trim()).join("cmake");
     if !bin.is_file() {
-        bail!("the PyPI cmake package in {} has no {}", venv.display(), bin.display());
+        bail!(
+            "the PyPI cmake package in {} has no {}",
+            venv.display(),
+            bin.display()
+        );
     }
     Ok(bin)
 }
@@ -344,7 +370,8 @@ fn build_mlx_c(layout: &Layout, mlx_sys_dir: &Path, mlx_dir: &Path) -> Result<()
     if cache_file.exists() {
         let cache = fs::read_to_string(&cache_file).unwrap_or_default();
         if !cache.contains(&src.to_string_lossy().into_owned()) {
-            fs::remove_dir_all(build).with_context(|| format!("removing stale {}", build.display()))?;
+            fs::remove_dir_all(build)
+                .with_context(|| format!("removing stale {}", build.display()))?;
         }
     }
     let configured = (|| {
@@ -359,8 +386,14 @@ fn build_mlx_c(layout: &Layout, mlx_sys_dir: &Path, mlx_dir: &Path) -> Result<()
                 .arg("-DCMAKE_POSITION_INDEPENDENT_CODE=ON")
                 .arg("-DMLX_C_USE_SYSTEM_MLX=ON")
                 .arg("-DMLX_C_BUILD_EXAMPLES=OFF")
-                .arg(format!("-DMLX_DIR={}", mlx_dir.join("share/cmake/MLX").display()))
-                .arg(format!("-DCMAKE_CXX_FLAGS=-include {}", layout.compat_header.display()))
+                .arg(format!(
+                    "-DMLX_DIR={}",
+                    mlx_dir.join("share/cmake/MLX").display()
+                ))
+                .arg(format!(
+                    "-DCMAKE_CXX_FLAGS=-include {}",
+                    layout.compat_header.display()
+                ))
                 .arg("-Wno-dev"),
         )?;
         util::run(
@@ -371,7 +404,8 @@ fn build_mlx_c(layout: &Layout, mlx_sys_dir: &Path, mlx_dir: &Path) -> Result<()
                 .arg(util::jobs().to_string()),
         )
     })();
-    configured.context("building mlx-c (the build tree is kept in .forge/build for the next try)")?;
+    configured
+        .context("building mlx-c (the build tree is kept in .forge/build for the next try)")?;
     let lib = build.join("libmlxc.a");
     if !lib.is_file() {
         bail!("the mlx-c build produced no {}", lib.display());
@@ -449,7 +483,10 @@ mod tests {
         assert_eq!(read, stamp);
         assert!(read.is_current(&args, &found));
         // Asking for CUDA, or losing an output, invalidates it.
-        let cuda = SetupArgs { cuda: true, ..SetupArgs::default() };
+        let cuda = SetupArgs {
+            cuda: true,
+            ..SetupArgs::default()
+        };
         assert!(!read.is_current(&cuda, &found));
         fs::remove_file(&out).unwrap();
         assert!(!read.is_current(&args, &found));

@@ -57,11 +57,18 @@ fn mlx_packages() -> Result<(Vec<String>, Vec<String>)> {
         );
     }
     let mut deps: HashMap<String, Vec<String>> = HashMap::new();
-    for node in meta["resolve"]["nodes"].as_array().context("no resolve graph")? {
+    for node in meta["resolve"]["nodes"]
+        .as_array()
+        .context("no resolve graph")?
+    {
         let id = node["id"].as_str().unwrap_or_default().to_string();
         let d = node["dependencies"]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
         deps.insert(id, d);
     }
@@ -82,7 +89,11 @@ fn mlx_packages() -> Result<(Vec<String>, Vec<String>)> {
     let (mut mlx, mut plain) = (Vec::new(), Vec::new());
     for id in &members {
         let name = name_of.get(id).cloned().unwrap_or_default();
-        if uses_mlx(id) { mlx.push(name) } else { plain.push(name) }
+        if uses_mlx(id) {
+            mlx.push(name)
+        } else {
+            plain.push(name)
+        }
     }
     Ok((mlx, plain))
 }
@@ -132,7 +143,17 @@ pub(crate) fn demo(args: &DemoArgs) -> Result<()> {
     setup::run(&args.setup)?;
     util::run(
         util::cargo()
-            .args(["run", "--release", "--quiet", "-p", "forge-examples", "--bin", "forge", "--", "demo"])
+            .args([
+                "run",
+                "--release",
+                "--quiet",
+                "-p",
+                "forge-examples",
+                "--bin",
+                "forge",
+                "--",
+                "demo",
+            ])
             .args(&args.demo_args),
     )
 }
@@ -149,7 +170,10 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<()> {
     let criterion_dir = util::workspace_root().join("target").join("criterion");
     let report = bench_report::render(&criterion_dir, started)?;
     println!("\n{report}");
-    let out = util::workspace_root().join("target").join("forge-bench").join("report.md");
+    let out = util::workspace_root()
+        .join("target")
+        .join("forge-bench")
+        .join("report.md");
     util::write_atomic(&out, &report)?;
     eprintln!("forge bench: tables written to {}", out.display());
     Ok(())

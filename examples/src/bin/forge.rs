@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use forge_core::demo::Demo;
 
 #[derive(Parser)]
-#[command(name = "forge", version, about = "Fine-tune a small open LLM on your codebase and ship it to llama.cpp/Ollama")]
+#[command(
+    name = "forge",
+    version,
+    about = "Fine-tune a small open LLM on your codebase and ship it to llama.cpp/Ollama"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
