@@ -67,7 +67,7 @@ fn lib_dirs() -> Vec<PathBuf> {
                 Some((version, e.path().join("lib")))
             })
             .collect();
-        llvm.sort_by(|a, b| b.0.cmp(&a.0));
+        llvm.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
         dirs.extend(llvm.into_iter().map(|(_, p)| p));
     }
     dirs
