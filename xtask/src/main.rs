@@ -5,6 +5,7 @@
 
 mod bench_report;
 mod cargo_config;
+mod peers;
 mod prereq;
 mod setup;
 mod tasks;
@@ -23,7 +24,9 @@ struct Cli {
 enum Task {
     /// Make MLX usable from Rust on this machine (no-op on macOS; cached on Linux)
     Setup(setup::SetupArgs),
-    /// Run setup if needed, then the whole workspace test suite (MLX tests serialised)
+    /// Install the peer tools tests compare against (gguf-py, SmolLM2 GGUF, ggml C reference)
+    Peers(peers::PeersArgs),
+    /// Run setup and peers if needed, then the whole workspace test suite (MLX tests serialised)
     Test(tasks::TestArgs),
     /// Run setup if needed, then the main job on the embedded default
     Demo(tasks::DemoArgs),
@@ -35,6 +38,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.task {
         Task::Setup(args) => setup::run(&args).map(|_| ()),
+        Task::Peers(args) => peers::run(&args).map(|_| ()),
         Task::Test(args) => tasks::test(&args),
         Task::Demo(args) => tasks::demo(&args),
         Task::Bench(args) => tasks::bench(&args),

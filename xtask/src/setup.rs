@@ -246,7 +246,7 @@ fn linux(args: &SetupArgs) -> Result<bool> {
 
 /// Creates `venv` if needed (in a temporary sibling, renamed when complete) and
 /// installs `reqs` into it unless its marker says they are already there.
-fn ensure_venv(python: &str, venv: &Path, reqs: &[String]) -> Result<()> {
+pub(crate) fn ensure_venv(python: &str, venv: &Path, reqs: &[String]) -> Result<()> {
     let marker = venv.join("forge-requirements.txt");
     let wanted = reqs.join("\n");
     if fs::read_to_string(&marker).is_ok_and(|have| have == wanted) {

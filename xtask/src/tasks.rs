@@ -6,6 +6,7 @@ use std::process::Command;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use crate::peers::{self, PeersArgs};
 use crate::setup::{self, SetupArgs};
 use crate::{bench_report, util};
 
@@ -101,11 +102,14 @@ fn mlx_packages() -> Result<(Vec<String>, Vec<String>)> {
 pub(crate) fn test(args: &TestArgs) -> Result<()> {
     if !args.no_setup {
         setup::run(&args.setup)?;
+        peers::run(&PeersArgs { python: args.setup.python.clone() })?;
     }
     let (mlx, plain) = mlx_packages()?;
     eprintln!("forge test: without MLX: {}", plain.join(", "));
     eprintln!("forge test: with MLX (one test thread): {}", mlx.join(", "));
+    // Tests that compare with a peer fail (rather than skip) when it is missing.
     let with_packages = |cmd: &mut Command, pkgs: &[String]| {
+        cmd.env("FORGE_REQUIRE_PEERS", "1");
         for p in pkgs {
             cmd.args(["-p", p]);
         }
@@ -160,6 +164,7 @@ pub(crate) fn demo(args: &DemoArgs) -> Result<()> {
 
 pub(crate) fn bench(args: &BenchArgs) -> Result<()> {
     setup::run(&args.setup)?;
+    peers::run(&PeersArgs { python: args.setup.python.clone() })?;
     let started = std::time::SystemTime::now();
     let mut cmd = util::cargo();
     cmd.args(["bench", "--workspace", "--exclude", "xtask", "--benches"]);

