@@ -30,6 +30,36 @@ pub enum Error {
         /// The element count.
         n: u64,
     },
+    /// A buffer whose length does not match the element count and type.
+    #[error("{what} for {ty} has the wrong length: expected {expected}, found {found}")]
+    LengthMismatch {
+        /// The type.
+        ty: GgmlType,
+        /// Which buffer, with its unit (`"byte buffer (bytes)"`, `"output (f32 elements)"`).
+        what: &'static str,
+        /// The length the other arguments call for.
+        expected: u64,
+        /// The length passed.
+        found: u64,
+    },
+    /// An input that is not a whole number of rows.
+    #[error("{n} elements of {ty} is not a whole number of rows of {n_per_row}")]
+    NotRowAligned {
+        /// The type.
+        ty: GgmlType,
+        /// The element count.
+        n: u64,
+        /// The row length asked for.
+        n_per_row: u64,
+    },
+    /// A type this crate has no kernel for (i-quants, ternary, MXFP4, ...).
+    #[error("{op} is not implemented for {ty}")]
+    Unsupported {
+        /// The type.
+        ty: GgmlType,
+        /// `"quantize"` or `"dequantize"`.
+        op: &'static str,
+    },
 }
 
 /// `Result` with [`Error`].

@@ -1,0 +1,31 @@
+//! BF16: bfloat16 (the upper 16 bits of an f32), one value per 2-byte
+//! little-endian "block".
+//!
+//! `f32 → bf16`: round to nearest even by adding `0x7fff + lsb`, NaNs forced
+//! quiet (ggml `ggml_compute_fp32_to_bf16`, gguf-py `BF16`); `bf16 → f32` shifts
+//! left by 16.
+
+use crate::float::{bf16_to_f32, f32_to_bf16};
+use crate::{BlockFormat, GgmlType};
+
+/// The BF16 format as a one-value block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct BF16;
+
+impl BlockFormat for BF16 {
+    const TYPE: GgmlType = GgmlType::BF16;
+    const BLOCK_SIZE: usize = 1;
+    const TYPE_SIZE: usize = 2;
+
+    #[inline]
+    fn quantize_block(src: &[f32], dst: &mut [u8]) {
+        let [x]: [f32; 1] = src.try_into().expect("BF16 block takes 1 value");
+        dst.copy_from_slice(&f32_to_bf16(x).to_le_bytes());
+    }
+
+    #[inline]
+    fn dequantize_block(src: &[u8], dst: &mut [f32]) {
+        let b: [u8; 2] = src.try_into().expect("BF16 block is 2 bytes");
+        dst[0] = bf16_to_f32(u16::from_le_bytes(b));
+    }
+}

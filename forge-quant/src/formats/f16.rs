@@ -1,0 +1,30 @@
+//! F16: IEEE binary16, one value per 2-byte little-endian "block".
+//!
+//! `f32 → f16` rounds to nearest even (numpy `astype(np.float16)`, ggml
+//! `GGML_FP32_TO_FP16`); `f16 → f32` is exact. See [`crate::f32_to_f16`] for
+//! NaN payloads.
+
+use crate::float::{f16_to_f32, f32_to_f16};
+use crate::{BlockFormat, GgmlType};
+
+/// The F16 format as a one-value block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct F16;
+
+impl BlockFormat for F16 {
+    const TYPE: GgmlType = GgmlType::F16;
+    const BLOCK_SIZE: usize = 1;
+    const TYPE_SIZE: usize = 2;
+
+    #[inline]
+    fn quantize_block(src: &[f32], dst: &mut [u8]) {
+        let [x]: [f32; 1] = src.try_into().expect("F16 block takes 1 value");
+        dst.copy_from_slice(&f32_to_f16(x).to_le_bytes());
+    }
+
+    #[inline]
+    fn dequantize_block(src: &[u8], dst: &mut [f32]) {
+        let b: [u8; 2] = src.try_into().expect("F16 block is 2 bytes");
+        dst[0] = f16_to_f32(u16::from_le_bytes(b));
+    }
+}

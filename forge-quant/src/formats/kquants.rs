@@ -1,0 +1,355 @@
+//! Shared pieces of the k-quant (super-block of 256) reference quantizers.
+//!
+//! These follow llama.cpp's `ggml-quants.c` reference algorithms operation by
+//! operation, in `f32`, in the same order and without fused multiply-adds, so
+//! that the bytes they produce equal `quantize_row_q*_K_ref` exactly. Every
+//! `a*b*c` below is `(a*b)*c`, as in C, and int→float conversions happen where C
+//! converts.
+
+/// Values per super-block.
+pub(super) const QK_K: usize = 256;
+
+/// Groups whose largest magnitude is below this quantize to zero.
+pub(super) const GROUP_MAX_EPS: f32 = 1e-15;
+
+/// Round to nearest, ties to even, through the float adder: adding `1.5·2^23`
+/// leaves the integer in the low mantissa bits. Exact for `|f| ≤ 2^22 − 1`;
+/// larger or non-finite inputs give a deterministic meaningless value, as in C.
+#[inline(always)]
+pub(super) fn nearest_int(f: f32) -> i32 {
+    let v = f + 12_582_912.0;
+    (v.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
+}
+
+/// The value of largest magnitude, strict `>` from zero (C's loop: an
+/// all-zero group returns `(0, 0)`).
+#[inline(always)]
+fn absmax_from_zero(x: &[f32]) -> (f32, f32) {
+    let mut max = 0f32;
+    let mut amax = 0f32;
+    for &v in x {
+        let ax = v.abs();
+        if ax > amax {
+            amax = ax;
+            max = v;
+        }
+    }
+    (max, amax)
+}
+
+/// Asymmetric fit `x ≈ scale·L + min` with `L ∈ 0..=nmax`, minimising the
+/// weighted error over a grid of `nstep + 1` trial inverse scales
+/// (llama.cpp `make_qkx2_quants`). Returns `(scale, −min)`; `min ≤ 0`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(super) fn make_qkx2_quants<const N: usize>(
+    nmax: i32,
+    x: &[f32; N],
+    weights: &[f32; N],
+    l_out: &mut [u8; N],
+    l_aux: &mut [u8; N],
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+    use_mad: bool,
+) -> (f32, f32) {
+    let mut min = x[0];
+    let mut max = x[0];
+    let mut sum_w = weights[0];
+    let mut sum_x = sum_w * x[0];
+    for i in 1..N {
+        if x[i] < min {
+            min = x[i];
+        }
+        if x[i] > max {
+            max = x[i];
+        }
+        let w = weights[i];
+        sum_w += w;
+        sum_x += w * x[i];
+    }
+    if min > 0.0 {
+        min = 0.0;
+    }
+    if max == min {
+        l_out.fill(0);
+        return (0.0, -min);
+    }
+    let nmax_f = nmax as f32;
+    let mut iscale = nmax_f / (max - min);
+    let mut scale = 1.0 / iscale;
+    let mut best_error = 0f32;
+    for i in 0..N {
+        let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+        l_out[i] = l as u8;
+        let diff = scale * l as f32 + min - x[i];
+        let diff = if use_mad { diff.abs() } else { diff * diff };
+        best_error += weights[i] * diff;
+    }
+    if nstep < 1 {
+        return (scale, -min);
+    }
+    for is in 0..=nstep {
+        iscale = (rmin + rdelta * is as f32 + nmax_f) / (max - min);
+        let mut sum_l = 0f32;
+        let mut sum_l2 = 0f32;
+        let mut sum_xl = 0f32;
+        for i in 0..N {
+            let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+            l_aux[i] = l as u8;
+            let lf = l as f32;
+            let w = weights[i];
+            sum_l += w * lf;
+            sum_l2 += w * lf * lf;
+            sum_xl += w * lf * x[i];
+        }
+        let det = sum_w * sum_l2 - sum_l * sum_l;
+        if det > 0.0 {
+            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
+            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
+            if this_min > 0.0 {
+                this_min = 0.0;
+                this_scale = sum_xl / sum_l2;
+            }
+            let mut cur_error = 0f32;
+            for i in 0..N {
+                let diff = this_scale * l_aux[i] as f32 + this_min - x[i];
+                let diff = if use_mad { diff.abs() } else { diff * diff };
+                cur_error += weights[i] * diff;
+            }
+            if cur_error < best_error {
+                l_out.copy_from_slice(l_aux);
+                best_error = cur_error;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    (scale, -min)
+}
+
+/// Symmetric fit `x ≈ scale·(L − nmax)` with `L ∈ 0..2·nmax`, weights `x²`,
+/// refined by coordinate descent (llama.cpp `make_q3_quants` with
+/// `do_rmse = true`). An all-zero group gives `L = 0` and scale 0.
+pub(super) fn make_q3_quants(nmax: i32, x: &[f32; 16], l_out: &mut [i8; 16]) -> f32 {
+    let (max, amax) = absmax_from_zero(x);
+    if amax < GROUP_MAX_EPS {
+        l_out.fill(0);
+        return 0.0;
+    }
+    let iscale = -(nmax as f32) / max;
+    let mut sumlx = 0f32;
+    let mut suml2 = 0f32;
+    for i in 0..16 {
+        let l = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
+        l_out[i] = l as i8;
+        let w = x[i] * x[i];
+        let lf = l as f32;
+        sumlx += w * x[i] * lf;
+        suml2 += w * lf * lf;
+    }
+    for _ in 0..5 {
+        let mut n_changed = 0;
+        for i in 0..16 {
+            let w = x[i] * x[i];
+            let li = f32::from(l_out[i]);
+            let mut slx = sumlx - w * x[i] * li;
+            if slx > 0.0 {
+                let mut sl2 = suml2 - w * li * li;
+                let new_l = nearest_int(x[i] * sl2 / slx).clamp(-nmax, nmax - 1);
+                if new_l != i32::from(l_out[i]) {
+                    let nl = new_l as f32;
+                    slx += w * x[i] * nl;
+                    sl2 += w * nl * nl;
+                    if sl2 > 0.0 && slx * slx * suml2 > sumlx * sumlx * sl2 {
+                        l_out[i] = new_l as i8;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        n_changed += 1;
+                    }
+                }
+            }
+        }
+        if n_changed == 0 {
+            break;
+        }
+    }
+    for l in l_out.iter_mut() {
+        *l += nmax as i8;
+    }
+    if suml2 > 0.0 { sumlx / suml2 } else { 0.0 }
+}
+
+/// Symmetric fit with weights `x²` over 19 trial scales around `−nmax/max`
+/// (llama.cpp `make_qx_quants` with `rmse_type = 1` and no importance
+/// weights). `L = l + nmax ∈ 0..2·nmax`; an all-zero group gives `L = 0`.
+pub(super) fn make_qx_quants(nmax: i32, x: &[f32; 16], l_out: &mut [u8; 16]) -> f32 {
+    let (max, amax) = absmax_from_zero(x);
+    if amax < GROUP_MAX_EPS {
+        l_out.fill(0);
+        return 0.0;
+    }
+    let mut iscale = -(nmax as f32) / max;
+    let mut sumlx = 0f32;
+    let mut suml2 = 0f32;
+    for i in 0..16 {
+        let l = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
+        l_out[i] = (l + nmax) as u8;
+        let w = x[i] * x[i];
+        let lf = l as f32;
+        sumlx += w * x[i] * lf;
+        suml2 += w * lf * lf;
+    }
+    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
+    let mut best = scale * sumlx;
+    for is in -9i32..=9 {
+        if is == 0 {
+            continue;
+        }
+        iscale = -(nmax as f32 + 0.1 * is as f32) / max;
+        sumlx = 0.0;
+        suml2 = 0.0;
+        for i in 0..16 {
+            let l = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
+            let w = x[i] * x[i];
+            let lf = l as f32;
+            sumlx += w * x[i] * lf;
+            suml2 += w * lf * lf;
+        }
+        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
+            for i in 0..16 {
+                let l = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
+                l_out[i] = (l + nmax) as u8;
+            }
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    scale
+}
+
+/// The 6-bit scale and min of sub-block `j` (0..8) from Q4_K/Q5_K's 12 packed
+/// scale bytes (llama.cpp `get_scale_min_k4`).
+#[inline(always)]
+pub(super) fn get_scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        ((q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+    }
+}
+
+/// Packs eight 6-bit scales and mins into Q4_K/Q5_K's 12 bytes (the inverse of
+/// [`get_scale_min_k4`]).
+#[inline(always)]
+pub(super) fn put_scale_min_k4(ls: &[u8; 8], lm: &[u8; 8]) -> [u8; 12] {
+    let mut s = [0u8; 12];
+    for j in 0..8 {
+        if j < 4 {
+            s[j] = ls[j];
+            s[j + 4] = lm[j];
+        } else {
+            s[j + 4] = (ls[j] & 0x0f) | ((lm[j] & 0x0f) << 4);
+            s[j - 4] |= (ls[j] >> 4) << 6;
+            s[j] |= (lm[j] >> 4) << 6;
+        }
+    }
+    s
+}
+
+/// The shared body of the Q4_K and Q5_K reference quantizers: per 32-value
+/// sub-block an asymmetric fit with weights `sqrt(mean x²) + |x|`, then 6-bit
+/// scales and mins under f16 super-scales, then the final levels against the
+/// rounded scales. Returns `(d, dmin, scales, L)` with `L ∈ 0..=nmax`.
+pub(super) fn quantize_qk_asym(
+    x: &[f32; QK_K],
+    nmax: i32,
+    rmin: f32,
+    nstep: i32,
+) -> (u16, u16, [u8; 12], [u8; QK_K]) {
+    use crate::float::{f16_to_f32, f32_to_f16};
+
+    let mut levels = [0u8; QK_K];
+    let mut l_aux = [0u8; 32];
+    let mut weights = [0f32; 32];
+    let mut scales = [0f32; 8];
+    let mut mins = [0f32; 8];
+    let mut max_scale = 0f32;
+    let mut max_min = 0f32;
+    for j in 0..8 {
+        let xs: &[f32; 32] = x[32 * j..32 * j + 32].try_into().expect("32 values");
+        let mut sum_x2 = 0f32;
+        for &v in xs {
+            sum_x2 += v * v;
+        }
+        let av_x = (sum_x2 / 32.0).sqrt();
+        for l in 0..32 {
+            weights[l] = av_x + xs[l].abs();
+        }
+        let ls: &mut [u8; 32] = (&mut levels[32 * j..32 * j + 32]).try_into().expect("32 levels");
+        let (scale, min) = make_qkx2_quants(nmax, xs, &weights, ls, &mut l_aux, rmin, 0.1, nstep, false);
+        scales[j] = scale;
+        mins[j] = min;
+        if scale > max_scale {
+            max_scale = scale;
+        }
+        if min > max_min {
+            max_min = min;
+        }
+    }
+    let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    let mut ls = [0u8; 8];
+    let mut lm = [0u8; 8];
+    for j in 0..8 {
+        // C stores nearest_int's int into a uint8_t (wrapping), then MIN(63, ·)
+        ls[j] = (nearest_int(inv_scale * scales[j]) as u8).min(63);
+        lm[j] = (nearest_int(inv_min * mins[j]) as u8).min(63);
+    }
+    let packed = put_scale_min_k4(&ls, &lm);
+    let d = f32_to_f16(max_scale / 63.0);
+    let dmin = f32_to_f16(max_min / 63.0);
+    let (df, dminf) = (f16_to_f32(d), f16_to_f32(dmin));
+    for j in 0..8 {
+        let (sc, m) = get_scale_min_k4(j, &packed);
+        let dl = df * f32::from(sc);
+        if dl == 0.0 {
+            continue;
+        }
+        let dm = dminf * f32::from(m);
+        for ii in 0..32 {
+            let l = nearest_int((x[32 * j + ii] + dm) / dl).clamp(0, nmax);
+            levels[32 * j + ii] = l as u8;
+        }
+    }
+    (d, dmin, packed, levels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_int_rounds_half_to_even() {
+        assert_eq!(nearest_int(0.5), 0);
+        assert_eq!(nearest_int(1.5), 2);
+        assert_eq!(nearest_int(2.5), 2);
+        assert_eq!(nearest_int(-0.5), 0);
+        assert_eq!(nearest_int(-1.5), -2);
+        assert_eq!(nearest_int(-2.4), -2);
+        assert_eq!(nearest_int(4_194_303.0), 4_194_303);
+        // non-finite input: no panic, some value
+        let _ = nearest_int(f32::NAN);
+        let _ = nearest_int(f32::INFINITY);
+    }
+
+    #[test]
+    fn scale_min_packing_round_trips() {
+        let ls = [0, 1, 62, 63, 17, 32, 63, 5];
+        let lm = [63, 0, 31, 8, 48, 63, 1, 40];
+        let p = put_scale_min_k4(&ls, &lm);
+        for j in 0..8 {
+            assert_eq!(get_scale_min_k4(j, &p), (ls[j], lm[j]), "sub-block {j}");
+        }
+    }
+}

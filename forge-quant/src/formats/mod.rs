@@ -1,0 +1,218 @@
+//! One module per GGML block format; each opens with its byte layout and equation.
+//!
+//! Conventions shared by every format: multi-byte fields are little-endian,
+//! scales are IEEE halves (`ggml_half`), and the element order inside a block is
+//! the order of the `f32` values it was quantized from.
+
+mod bf16;
+mod f16;
+mod kquants;
+mod q2_k;
+mod q3_k;
+mod q4_0;
+mod q4_1;
+mod q4_k;
+mod q5_0;
+mod q5_1;
+mod q5_k;
+mod q6_k;
+mod q8_0;
+
+pub use bf16::BF16;
+pub use f16::F16;
+pub use q2_k::Q2_K;
+pub use q3_k::Q3_K;
+pub use q4_0::Q4_0;
+pub use q4_1::Q4_1;
+pub use q4_k::Q4_K;
+pub use q5_0::Q5_0;
+pub use q5_1::Q5_1;
+pub use q5_k::Q5_K;
+pub use q6_k::Q6_K;
+pub use q8_0::Q8_0;
+
+use crate::float::{f16_to_f32, f32_to_f16};
+
+/// Reads the half at `b[off..off + 2]` as `f32`.
+#[inline(always)]
+fn get_f16(b: &[u8], off: usize) -> f32 {
+    f16_to_f32(u16::from_le_bytes([b[off], b[off + 1]]))
+}
+
+/// Writes `v` rounded to a half at `b[off..off + 2]`.
+#[inline(always)]
+fn put_f16(b: &mut [u8], off: usize, v: f32) {
+    b[off..off + 2].copy_from_slice(&f32_to_f16(v).to_le_bytes());
+}
+
+/// The value of largest magnitude in `x`, the first one on ties, with its sign
+/// (numpy's `take_along_axis(x, abs(x).argmax())`, used by Q4_0 and Q5_0).
+#[inline(always)]
+fn signed_absmax(x: &[f32]) -> f32 {
+    let mut max = x[0];
+    let mut amax = x[0].abs();
+    for &v in &x[1..] {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    max
+}
+
+/// `(min, max)` of `x` by `<` / `>` comparisons starting from `x[0]`.
+#[inline(always)]
+fn min_max(x: &[f32]) -> (f32, f32) {
+    let mut min = x[0];
+    let mut max = x[0];
+    for &v in &x[1..] {
+        if v < min {
+            min = v;
+        }
+        if v > max {
+            max = v;
+        }
+    }
+    (min, max)
+}
+
+/// `1/d`, or 0 when `d` is zero (so an all-zero block quantizes to zeros).
+#[inline(always)]
+fn inverse_or_zero(d: f32) -> f32 {
+    if d == 0.0 { 0.0 } else { 1.0 / d }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    //! The byte layouts against `repr(C)` mirrors of ggml-common.h's structs.
+    use std::mem::{offset_of, size_of};
+
+    use super::*;
+    use crate::{BlockFormat, GgmlType};
+
+    #[repr(C)]
+    struct BlockQ4_0 {
+        d: u16,
+        qs: [u8; 16],
+    }
+    #[repr(C)]
+    struct BlockQ4_1 {
+        d: u16,
+        m: u16,
+        qs: [u8; 16],
+    }
+    #[repr(C)]
+    struct BlockQ5_0 {
+        d: u16,
+        qh: [u8; 4],
+        qs: [u8; 16],
+    }
+    #[repr(C)]
+    struct BlockQ5_1 {
+        d: u16,
+        m: u16,
+        qh: [u8; 4],
+        qs: [u8; 16],
+    }
+    #[repr(C)]
+    struct BlockQ8_0 {
+        d: u16,
+        qs: [i8; 32],
+    }
+    #[repr(C)]
+    struct BlockQ2K {
+        scales: [u8; 16],
+        qs: [u8; 64],
+        d: u16,
+        dmin: u16,
+    }
+    #[repr(C)]
+    struct BlockQ3K {
+        hmask: [u8; 32],
+        qs: [u8; 64],
+        scales: [u8; 12],
+        d: u16,
+    }
+    #[repr(C)]
+    struct BlockQ4K {
+        d: u16,
+        dmin: u16,
+        scales: [u8; 12],
+        qs: [u8; 128],
+    }
+    #[repr(C)]
+    struct BlockQ5K {
+        d: u16,
+        dmin: u16,
+        scales: [u8; 12],
+        qh: [u8; 32],
+        qs: [u8; 128],
+    }
+    #[repr(C)]
+    struct BlockQ6K {
+        ql: [u8; 128],
+        qh: [u8; 64],
+        scales: [i8; 16],
+        d: u16,
+    }
+
+    fn sizes<B: BlockFormat>(ty: GgmlType, struct_size: usize) {
+        assert_eq!(B::TYPE, ty);
+        assert_eq!(B::BLOCK_SIZE, ty.block_size(), "{ty}");
+        assert_eq!(B::TYPE_SIZE, ty.type_size(), "{ty}");
+        assert_eq!(B::TYPE_SIZE, struct_size, "{ty}");
+    }
+
+    #[test]
+    fn block_sizes_match_ggml() {
+        sizes::<Q4_0>(GgmlType::Q4_0, size_of::<BlockQ4_0>());
+        sizes::<Q4_1>(GgmlType::Q4_1, size_of::<BlockQ4_1>());
+        sizes::<Q5_0>(GgmlType::Q5_0, size_of::<BlockQ5_0>());
+        sizes::<Q5_1>(GgmlType::Q5_1, size_of::<BlockQ5_1>());
+        sizes::<Q8_0>(GgmlType::Q8_0, size_of::<BlockQ8_0>());
+        sizes::<Q2_K>(GgmlType::Q2_K, size_of::<BlockQ2K>());
+        sizes::<Q3_K>(GgmlType::Q3_K, size_of::<BlockQ3K>());
+        sizes::<Q4_K>(GgmlType::Q4_K, size_of::<BlockQ4K>());
+        sizes::<Q5_K>(GgmlType::Q5_K, size_of::<BlockQ5K>());
+        sizes::<Q6_K>(GgmlType::Q6_K, size_of::<BlockQ6K>());
+        sizes::<F16>(GgmlType::F16, 2);
+        sizes::<BF16>(GgmlType::BF16, 2);
+    }
+
+    #[test]
+    fn field_offsets_match_ggml() {
+        assert_eq!((offset_of!(BlockQ4_0, qs)), q4_0::QS);
+        assert_eq!((offset_of!(BlockQ4_1, m), offset_of!(BlockQ4_1, qs)), (q4_1::M, q4_1::QS));
+        assert_eq!((offset_of!(BlockQ5_0, qh), offset_of!(BlockQ5_0, qs)), (q5_0::QH, q5_0::QS));
+        assert_eq!(
+            (offset_of!(BlockQ5_1, m), offset_of!(BlockQ5_1, qh), offset_of!(BlockQ5_1, qs)),
+            (q5_1::M, q5_1::QH, q5_1::QS)
+        );
+        assert_eq!(offset_of!(BlockQ8_0, qs), q8_0::QS);
+        assert_eq!(
+            (offset_of!(BlockQ2K, qs), offset_of!(BlockQ2K, d), offset_of!(BlockQ2K, dmin)),
+            (q2_k::QS, q2_k::D, q2_k::DMIN)
+        );
+        assert_eq!(
+            (offset_of!(BlockQ3K, qs), offset_of!(BlockQ3K, scales), offset_of!(BlockQ3K, d)),
+            (q3_k::QS, q3_k::SCALES, q3_k::D)
+        );
+        assert_eq!(
+            (offset_of!(BlockQ4K, dmin), offset_of!(BlockQ4K, scales), offset_of!(BlockQ4K, qs)),
+            (q4_k::DMIN, q4_k::SCALES, q4_k::QS)
+        );
+        assert_eq!(
+            (
+                offset_of!(BlockQ5K, dmin),
+                offset_of!(BlockQ5K, scales),
+                offset_of!(BlockQ5K, qh),
+                offset_of!(BlockQ5K, qs)
+            ),
+            (q5_k::DMIN, q5_k::SCALES, q5_k::QH, q5_k::QS)
+        );
+        assert_eq!(
+            (offset_of!(BlockQ6K, qh), offset_of!(BlockQ6K, scales), offset_of!(BlockQ6K, d)),
+            (q6_k::QH, q6_k::SCALES, q6_k::D)
+        );
+    }
+}
