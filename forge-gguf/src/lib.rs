@@ -1,6 +1,25 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+pub mod dump;
 mod error;
+mod file;
+mod format;
+mod metadata;
+mod tensor;
+mod value;
+mod writer;
 
-pub use error::{Error, Result};
+pub use error::{Error, Location, Result};
+pub use file::{GgufFile, Mapped};
+pub use format::{
+    ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAGIC, MAX_ARRAY_DEPTH, MAX_ARRAY_LEN, MAX_DIMS, MAX_KEY_LEN,
+    MAX_STRING_LEN, MAX_TENSOR_NAME_LEN, VERSION,
+};
+pub use metadata::Metadata;
+pub use tensor::{Tensor, TensorInfo};
+pub use value::{Array, FromValue, Value, ValueType};
+pub use writer::{DataWriter, FileWriter, GgufWriter};
+
+/// The GGML element types, from forge-quant (re-exported for convenience).
+pub use forge_quant::GgmlType;
