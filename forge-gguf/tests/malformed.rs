@@ -43,7 +43,7 @@ impl Raw {
         self.u32(ty).u64(offset)
     }
     fn pad(&mut self, align: usize) -> &mut Self {
-        while self.0.len() % align != 0 {
+        while !self.0.len().is_multiple_of(align) {
             self.0.push(0);
         }
         self
@@ -88,13 +88,13 @@ fn valid_image() -> Vec<u8> {
         )
         .with_metadata("x.flag", true)
         .with_tensor("a.weight", [4u64, 2], GgmlType::F32)
-        .unwrap()
+        .expect("valid plan")
         .with_tensor("b.weight", [32u64], GgmlType::Q8_0)
-        .unwrap();
-    let mut w = plan.write_to(Vec::new()).unwrap();
-    w.write_tensor(&[1; 32]).unwrap();
-    w.write_tensor(&[2; 34]).unwrap();
-    w.finish().unwrap()
+        .expect("valid plan");
+    let mut w = plan.write_to(Vec::new()).expect("valid plan");
+    w.write_tensor(&[1; 32]).expect("valid plan");
+    w.write_tensor(&[2; 34]).expect("valid plan");
+    w.finish().expect("valid plan")
 }
 
 #[test]
