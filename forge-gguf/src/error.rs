@@ -71,7 +71,7 @@ pub enum Error {
         available: u64,
     },
     /// The input does not start with `GGUF`.
-    #[error("{at}: bad magic {found:02x?}, expected \"GGUF\" (47 47 55 46)")]
+    #[error("{at}: bad magic {} ({}), expected \"GGUF\" (47 47 55 46)", quoted(found), hex(found))]
     BadMagic {
         /// Where the magic is (byte 0).
         at: Location,
@@ -359,6 +359,14 @@ impl Error {
             source,
         }
     }
+}
+
+fn quoted(bytes: &[u8]) -> String {
+    format!("\"{}\"", bytes.escape_ascii())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
 }
 
 /// `Result` with [`Error`].
