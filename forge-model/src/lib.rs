@@ -1,6 +1,26 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+mod cache;
+mod config;
+mod decoder;
 mod error;
+mod factory;
+mod generate;
+mod loader;
+mod rope;
+mod tokenizer;
+mod util;
+mod weights;
 
+pub use cache::KvCache;
+pub use config::{Architecture, HfConfig, ModelConfig, RopeScaling, TokenIds};
+pub use decoder::{Attention, Decoder, DecoderLayer, Mlp, Model};
 pub use error::{Error, Result};
+pub use factory::{TINY_TOKENIZER_VOCAB, random_model, tiny_config, write_hf_dir};
+pub use generate::{
+    FinishReason, GenerateOptions, Generation, Generator, Sampler, TextStream, TokenStream,
+};
+pub use loader::{LoadOptions, LoadReport, LoadedModel, ModelSource, load, load_weights};
+pub use tokenizer::{CHATML_TEMPLATE, ChatMessage, Tokenizer, render_chat_template};
+pub use weights::{NamedTensor, SafetensorsSource, WeightSource};

@@ -1,0 +1,113 @@
+//! Shared helpers for forge-model's integration tests.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The peer tools directory: `FORGE_PEERS_DIR`, else `../.forge/peers`
+/// beside this crate.
+pub fn peers_dir() -> PathBuf {
+    std::env::var_os("FORGE_PEERS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.forge/peers"))
+}
+
+/// The mlx-lm python, or `None` after printing the skip line (or a panic
+/// when `FORGE_REQUIRE_PEERS=1`).
+pub fn mlx_lm_python() -> Option<PathBuf> {
+    let python = peers_dir().join("mlx-lm-venv/bin/python");
+    let works = python.is_file()
+        && Command::new(&python)
+            .args(["-c", "import mlx_lm"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if works {
+        return Some(python);
+    }
+    if std::env::var("FORGE_REQUIRE_PEERS").as_deref() == Ok("1") {
+        panic!(
+            "mlx-lm peer not installed at {}: run cargo xtask peers",
+            python.display()
+        );
+    }
+    println!("skipped: peers not installed (cargo xtask peers)");
+    None
+}
+
+/// mlx-lm's logits (one row per position) and greedy continuation.
+pub struct Reference {
+    pub logits: Vec<Vec<f32>>,
+    pub greedy: Vec<u32>,
+    pub version: String,
+}
+
+/// Runs `tests/reference/mlx_lm_logits.py` on `model_dir`.
+pub fn mlx_lm_reference(
+    python: &Path,
+    model_dir: &Path,
+    ids: &[u32],
+    greedy_tokens: usize,
+) -> Reference {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let request = tmp.path().join("request.json");
+    let response = tmp.path().join("response.json");
+    let body = serde_json::json!({
+        "model_dir": model_dir,
+        "ids": ids,
+        "greedy_tokens": greedy_tokens,
+    });
+    std::fs::write(&request, body.to_string()).expect("write request");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/mlx_lm_logits.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .arg(&request)
+        .arg(&response)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "mlx-lm reference failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&response).expect("read response")).expect("json");
+    let logits = v["logits"]
+        .as_array()
+        .expect("logits")
+        .iter()
+        .map(|row| {
+            row.as_array()
+                .expect("row")
+                .iter()
+                .map(|x| x.as_f64().expect("number") as f32)
+                .collect()
+        })
+        .collect();
+    let greedy = v["greedy"]
+        .as_array()
+        .expect("greedy")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect();
+    Reference {
+        logits,
+        greedy,
+        version: format!("mlx-lm {} / mlx {}", v["mlx_lm_version"], v["mlx_version"]),
+    }
+}
+
+/// Max |a - b| over two equally shaped matrices.
+pub fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len(), "row count");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            assert_eq!(x.len(), y.len(), "row length");
+            x.iter()
+                .zip(y)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0f32, f32::max)
+        })
+        .fold(0.0f32, f32::max)
+}
