@@ -151,7 +151,7 @@ impl HfConfig {
         serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             let inner = e.into_inner();
-            if key.is_empty() || key == "." {
+            if key.is_empty() || key == "." || inner.is_syntax() || inner.is_eof() {
                 Error::Json {
                     path: path.to_path_buf(),
                     source: inner,
