@@ -45,8 +45,16 @@ pub trait BlockFormat {
     /// Quantizes a whole number of blocks, on the calling thread.
     fn quantize_row(src: &[f32], dst: &mut [u8]) -> Result<()> {
         let blocks = check_blocks(Self::TYPE, src.len(), Self::BLOCK_SIZE)?;
-        check_len(Self::TYPE, "output (bytes)", blocks * Self::TYPE_SIZE, dst.len())?;
-        for (x, y) in src.chunks_exact(Self::BLOCK_SIZE).zip(dst.chunks_exact_mut(Self::TYPE_SIZE)) {
+        check_len(
+            Self::TYPE,
+            "output (bytes)",
+            blocks * Self::TYPE_SIZE,
+            dst.len(),
+        )?;
+        for (x, y) in src
+            .chunks_exact(Self::BLOCK_SIZE)
+            .zip(dst.chunks_exact_mut(Self::TYPE_SIZE))
+        {
             Self::quantize_block(x, y);
         }
         Ok(())
@@ -55,8 +63,16 @@ pub trait BlockFormat {
     /// Dequantizes a whole number of blocks, on the calling thread.
     fn dequantize_row(src: &[u8], dst: &mut [f32]) -> Result<()> {
         let blocks = check_blocks(Self::TYPE, dst.len(), Self::BLOCK_SIZE)?;
-        check_len(Self::TYPE, "byte buffer (bytes)", blocks * Self::TYPE_SIZE, src.len())?;
-        for (x, y) in src.chunks_exact(Self::TYPE_SIZE).zip(dst.chunks_exact_mut(Self::BLOCK_SIZE)) {
+        check_len(
+            Self::TYPE,
+            "byte buffer (bytes)",
+            blocks * Self::TYPE_SIZE,
+            src.len(),
+        )?;
+        for (x, y) in src
+            .chunks_exact(Self::TYPE_SIZE)
+            .zip(dst.chunks_exact_mut(Self::BLOCK_SIZE))
+        {
             Self::dequantize_block(x, y);
         }
         Ok(())
@@ -65,16 +81,30 @@ pub trait BlockFormat {
 
 /// The number of blocks in `n` values, or `NotBlockAligned`.
 pub(crate) fn check_blocks(ty: GgmlType, n: usize, block: usize) -> Result<usize> {
-    if n % block != 0 {
-        return Err(Error::NotBlockAligned { ty, n: n as u64, block });
+    if !n.is_multiple_of(block) {
+        return Err(Error::NotBlockAligned {
+            ty,
+            n: n as u64,
+            block,
+        });
     }
     Ok(n / block)
 }
 
 /// `LengthMismatch` unless `expected == found`.
-pub(crate) fn check_len(ty: GgmlType, what: &'static str, expected: usize, found: usize) -> Result<()> {
+pub(crate) fn check_len(
+    ty: GgmlType,
+    what: &'static str,
+    expected: usize,
+    found: usize,
+) -> Result<()> {
     if expected != found {
-        return Err(Error::LengthMismatch { ty, what, expected: expected as u64, found: found as u64 });
+        return Err(Error::LengthMismatch {
+            ty,
+            what,
+            expected: expected as u64,
+            found: found as u64,
+        });
     }
     Ok(())
 }

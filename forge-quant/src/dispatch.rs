@@ -158,11 +158,15 @@ impl BlockFormat for F32 {
 }
 
 fn check_rows(ty: GgmlType, n: usize, n_per_row: usize) -> Result<()> {
-    if n_per_row == 0 || n % n_per_row != 0 {
+    if n_per_row == 0 || !n.is_multiple_of(n_per_row) {
         if n == 0 {
             return Ok(());
         }
-        return Err(Error::NotRowAligned { ty, n: n as u64, n_per_row: n_per_row as u64 });
+        return Err(Error::NotRowAligned {
+            ty,
+            n: n as u64,
+            n_per_row: n_per_row as u64,
+        });
     }
     check_blocks(ty, n_per_row, ty.block_size()).map(|_| ())
 }
@@ -188,7 +192,12 @@ fn par_dequantize<F: BlockFormat>(src: &[u8], dst: &mut [f32]) -> Result<()> {
         return F::dequantize_row(src, dst);
     }
     let blocks = check_blocks(F::TYPE, dst.len(), F::BLOCK_SIZE)?;
-    check_len(F::TYPE, "byte buffer (bytes)", blocks * F::TYPE_SIZE, src.len())?;
+    check_len(
+        F::TYPE,
+        "byte buffer (bytes)",
+        blocks * F::TYPE_SIZE,
+        src.len(),
+    )?;
     let per = blocks_per_task::<F>();
     src.par_chunks(per * F::TYPE_SIZE)
         .zip(dst.par_chunks_mut(per * F::BLOCK_SIZE))

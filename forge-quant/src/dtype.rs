@@ -131,10 +131,16 @@ impl GgmlType {
     /// Errors if `n` is not a multiple of the block size.
     pub fn bytes_for(self, n: u64) -> Result<u64> {
         let block = self.block_size() as u64;
-        if n % block != 0 {
-            return Err(Error::NotBlockAligned { ty: self, n, block: self.block_size() });
+        if !n.is_multiple_of(block) {
+            return Err(Error::NotBlockAligned {
+                ty: self,
+                n,
+                block: self.block_size(),
+            });
         }
-        (n / block).checked_mul(self.type_size() as u64).ok_or(Error::SizeOverflow { ty: self, n })
+        (n / block)
+            .checked_mul(self.type_size() as u64)
+            .ok_or(Error::SizeOverflow { ty: self, n })
     }
 }
 
@@ -177,7 +183,11 @@ mod tests {
         assert_eq!(GgmlType::F32.bytes_for(3).unwrap(), 12);
         assert!(matches!(
             GgmlType::Q8_0.bytes_for(33),
-            Err(Error::NotBlockAligned { n: 33, block: 32, .. })
+            Err(Error::NotBlockAligned {
+                n: 33,
+                block: 32,
+                ..
+            })
         ));
         assert!(GgmlType::F64.bytes_for(u64::MAX).is_err());
     }

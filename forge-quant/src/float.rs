@@ -14,65 +14,56 @@
 //!   `bf16 → f32` is a 16-bit shift.
 
 /// Converts IEEE half bits to `f32`, exactly (NaN payloads are preserved).
-#[inline]
+#[inline(always)]
 pub fn f16_to_f32(h: u16) -> f32 {
     let h = u32::from(h);
     let sign = (h & 0x8000) << 16;
-    let exp = (h >> 10) & 0x1f;
-    let man = h & 0x3ff;
-    let bits = if exp == 0x1f {
-        // infinity or NaN: widen the payload
-        sign | 0x7f80_0000 | (man << 13)
-    } else if exp != 0 {
-        // normal: rebias the exponent from 15 to 127
-        sign | ((exp + 112) << 23) | (man << 13)
+    let exp = h & 0x7c00;
+    let man = h & 0x03ff;
+    // normal: rebias the exponent from 15 to 127 (adds 112 << 23)
+    let normal = ((h & 0x7fff) << 13) + 0x3800_0000;
+    // infinity or NaN: widen the payload
+    let special = 0x7f80_0000 | (man << 13);
+    // zero or subnormal: man · 2^-24, exact in f32
+    let small = (man as f32 * (1.0 / 16_777_216.0)).to_bits();
+    let bits = if exp == 0x7c00 {
+        special
+    } else if exp == 0 {
+        small
     } else {
-        // zero or subnormal: man · 2^-24, exact in f32
-        sign | (man as f32 * (1.0 / 16_777_216.0)).to_bits()
+        normal
     };
-    f32::from_bits(bits)
+    f32::from_bits(sign | bits)
 }
 
 /// Converts `f32` to IEEE half bits, rounding to nearest even.
-#[inline]
+///
+/// Branch-free so that row loops vectorize: every path is computed and the
+/// right one selected. Normal halves round by adding `0x0fff + lsb` below the
+/// kept bits; subnormal halves let the FPU round, by adding 0.5 (whose ulp is
+/// the half subnormal step 2^-24) and reading the low mantissa bits.
+#[inline(always)]
 pub fn f32_to_f16(f: f32) -> u16 {
     let x = f.to_bits();
-    let sign = ((x >> 16) & 0x8000) as u16;
+    let sign = (x >> 16) & 0x8000;
     let abs = x & 0x7fff_ffff;
-    if abs > 0x7f80_0000 {
-        // NaN: keep the top payload bits; never turn into infinity
-        let mut h = 0x7c00 | ((abs & 0x007f_ffff) >> 13) as u16;
-        if h == 0x7c00 {
-            h += 1;
-        }
-        return sign | h;
-    }
-    if abs >= 0x4780_0000 {
-        // |f| >= 65536 (or infinite): infinity
-        return sign | 0x7c00;
-    }
-    if abs >= 0x3880_0000 {
-        // a normal half: rebias by 112 and round away the 13 low mantissa bits;
-        // a carry out of the mantissa correctly bumps the exponent (up to inf)
-        let r = abs - 0x3800_0000;
-        let half = r >> 13;
-        let rem = r & 0x1fff;
-        let up = u32::from(rem > 0x1000 || (rem == 0x1000 && half & 1 == 1));
-        return sign | (half + up) as u16;
-    }
-    if abs < 0x3300_0000 {
-        // below 2^-25: rounds to zero
-        return sign;
-    }
-    // a subnormal half: count units of 2^-24
-    let e = abs >> 23; // 102..=112
-    let m = (abs & 0x007f_ffff) | 0x0080_0000;
-    let shift = 126 - e; // 14..=24
-    let half = m >> shift;
-    let rem = m & ((1 << shift) - 1);
-    let halfway = 1 << (shift - 1);
-    let up = u32::from(rem > halfway || (rem == halfway && half & 1 == 1));
-    sign | (half + up) as u16
+    let r = abs.wrapping_sub(0x3800_0000);
+    let normal = r.wrapping_add(0x0fff + ((r >> 13) & 1)) >> 13;
+    let subnormal = (f32::from_bits(abs) + 0.5)
+        .to_bits()
+        .wrapping_sub(0x3f00_0000);
+    let nan = 0x7c00 | ((abs & 0x007f_ffff) >> 13);
+    let nan = if nan == 0x7c00 { 0x7c01 } else { nan };
+    let h = if abs > 0x7f80_0000 {
+        nan
+    } else if abs >= 0x4780_0000 {
+        0x7c00
+    } else if abs >= 0x3880_0000 {
+        normal
+    } else {
+        subnormal
+    };
+    (sign | h) as u16
 }
 
 /// Converts bfloat16 bits to `f32` (exact).
@@ -95,6 +86,61 @@ pub fn f32_to_bf16(f: f32) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A straightforward branchy f32 -> f16 (RNE, numpy NaN rule) to check
+    /// the branch-free one against.
+    fn f32_to_f16_slow(f: f32) -> u16 {
+        let x = f.to_bits();
+        let sign = ((x >> 16) & 0x8000) as u16;
+        let abs = x & 0x7fff_ffff;
+        if abs > 0x7f80_0000 {
+            let h = 0x7c00 | ((abs & 0x007f_ffff) >> 13) as u16;
+            return sign | if h == 0x7c00 { 0x7c01 } else { h };
+        }
+        if abs >= 0x4780_0000 {
+            return sign | 0x7c00;
+        }
+        if abs >= 0x3880_0000 {
+            let r = abs - 0x3800_0000;
+            let (half, rem) = (r >> 13, r & 0x1fff);
+            let up = u32::from(rem > 0x1000 || (rem == 0x1000 && half & 1 == 1));
+            return sign | (half + up) as u16;
+        }
+        if abs < 0x3300_0000 {
+            return sign;
+        }
+        let e = abs >> 23;
+        let m = (abs & 0x007f_ffff) | 0x0080_0000;
+        let shift = 126 - e;
+        let (half, rem, halfway) = (m >> shift, m & ((1 << shift) - 1), 1 << (shift - 1));
+        let up = u32::from(rem > halfway || (rem == halfway && half & 1 == 1));
+        sign | (half + up) as u16
+    }
+
+    #[test]
+    fn branch_free_f16_matches_the_branchy_definition() {
+        // a stride coprime to every field boundary, plus the neighbourhood of
+        // each rounding boundary of the half grid
+        for x in (0..=u32::MAX)
+            .step_by(65_537)
+            .chain(0x3300_0000..0x3300_4000)
+            .chain(0x477f_e000..0x4780_2000)
+        {
+            let f = f32::from_bits(x);
+            assert_eq!(f32_to_f16(f), f32_to_f16_slow(f), "{x:#010x}");
+        }
+    }
+
+    /// Every f32 pattern; about a minute in release:
+    /// `cargo test -p forge-quant --release --lib -- --ignored`.
+    #[test]
+    #[ignore = "exhaustive over 2^32 patterns; run in release"]
+    fn branch_free_f16_matches_the_branchy_definition_exhaustively() {
+        for x in 0..=u32::MAX {
+            let f = f32::from_bits(x);
+            assert_eq!(f32_to_f16(f), f32_to_f16_slow(f), "{x:#010x}");
+        }
+    }
 
     #[test]
     fn f16_round_trips_every_half() {

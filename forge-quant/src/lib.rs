@@ -10,8 +10,8 @@ mod formats;
 
 pub use block::BlockFormat;
 pub use dispatch::{
-    SUPPORTED_TYPES, dequantize, dequantize_into, dequantize_row_into, is_supported, quantize, quantize_into,
-    quantize_row_into,
+    SUPPORTED_TYPES, dequantize, dequantize_into, dequantize_row_into, is_supported, quantize,
+    quantize_into, quantize_row_into,
 };
 pub use dtype::GgmlType;
 pub use error::{Error, Result};

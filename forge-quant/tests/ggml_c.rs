@@ -10,8 +10,20 @@ use common::ggml_c::GgmlC;
 use common::{Rng, assert_bits_eq, assert_blocks_eq, mixed_signal};
 use forge_quant::{GgmlType, dequantize, quantize};
 
-const KQUANTS: &[GgmlType] = &[GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K];
-const LEGACY: &[GgmlType] = &[GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0];
+const KQUANTS: &[GgmlType] = &[
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+const LEGACY: &[GgmlType] = &[
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+];
 
 fn ggml() -> Option<GgmlC> {
     let path = common::peer("ggml/lib/libggml-base.so")?;
@@ -29,8 +41,15 @@ fn c_quantize(c: &GgmlC, ty: GgmlType, x: &[f32]) -> Vec<u8> {
 fn signals(seed: u64, block: usize) -> Vec<Vec<f32>> {
     let mut rng = Rng::new(seed);
     let gaussian: Vec<f32> = (0..2048 * block).map(|_| rng.normal() * 0.02).collect();
-    let outliers: Vec<f32> =
-        (0..512 * block).map(|i| if i % 97 == 0 { rng.normal() * 4.0 } else { rng.normal() * 0.05 }).collect();
+    let outliers: Vec<f32> = (0..512 * block)
+        .map(|i| {
+            if i % 97 == 0 {
+                rng.normal() * 4.0
+            } else {
+                rng.normal() * 0.05
+            }
+        })
+        .collect();
     vec![mixed_signal(seed, 13 * 32, block), gaussian, outliers]
 }
 
@@ -41,7 +60,12 @@ fn kquants_quantize_like_llama_cpp_reference() {
         for (s, x) in signals(1000 + k as u64, 256).iter().enumerate() {
             let ours = quantize(ty, x, 256).expect("quantize");
             let theirs = c_quantize(&c, ty, x);
-            assert_blocks_eq(&ours, &theirs, ty.type_size(), &format!("quantize {ty} vs C, signal {s}"));
+            assert_blocks_eq(
+                &ours,
+                &theirs,
+                ty.type_size(),
+                &format!("quantize {ty} vs C, signal {s}"),
+            );
         }
     }
 }
@@ -53,7 +77,12 @@ fn legacy_formats_quantize_like_ggml_reference() {
         for (s, x) in signals(2000 + k as u64, 32).iter().enumerate() {
             let ours = quantize(ty, x, 32).expect("quantize");
             let theirs = c_quantize(&c, ty, x);
-            assert_blocks_eq(&ours, &theirs, ty.type_size(), &format!("quantize {ty} vs C, signal {s}"));
+            assert_blocks_eq(
+                &ours,
+                &theirs,
+                ty.type_size(),
+                &format!("quantize {ty} vs C, signal {s}"),
+            );
         }
     }
 }
@@ -92,7 +121,9 @@ fn every_format_dequantizes_like_ggml_c() {
     }
     // halves: every pattern except signalling NaNs, which ggml's f16 -> f32
     // quiets (a float multiply) while numpy and forge-quant keep them as is
-    let halves: Vec<u16> = (0..=u16::MAX).filter(|h| !(h & 0x7c00 == 0x7c00 && h & 0x3ff != 0 && h & 0x200 == 0)).collect();
+    let halves: Vec<u16> = (0..=u16::MAX)
+        .filter(|h| !(h & 0x7c00 == 0x7c00 && h & 0x3ff != 0 && h & 0x200 == 0))
+        .collect();
     let bytes: Vec<u8> = halves.iter().flat_map(|h| h.to_le_bytes()).collect();
     for ty in [GgmlType::F16, GgmlType::BF16] {
         let ours = dequantize(ty, &bytes, halves.len()).expect("dequantize");

@@ -11,7 +11,9 @@ use forge_quant::{GgmlType, dequantize, quantize};
 /// 64 rows of 256: llama.cpp's `0.1 + 2·cos(i + offset)` followed by
 /// gaussian rows (σ = 1) drawn from a seeded PRNG.
 fn signal() -> Vec<f32> {
-    let mut x: Vec<f32> = (0..32 * 256).map(|i| 0.1 + 2.0 * (i as f32 + 0.5).cos()).collect();
+    let mut x: Vec<f32> = (0..32 * 256)
+        .map(|i| 0.1 + 2.0 * (i as f32 + 0.5).cos())
+        .collect();
     let mut rng = common::Rng::new(42);
     x.extend((0..32 * 256).map(|_| rng.normal()));
     x
@@ -20,7 +22,11 @@ fn signal() -> Vec<f32> {
 fn rmse(ty: GgmlType, x: &[f32]) -> f64 {
     let q = quantize(ty, x, 256).expect("quantize");
     let y = dequantize(ty, &q, x.len()).expect("dequantize");
-    let se: f64 = x.iter().zip(&y).map(|(a, b)| f64::from(a - b).powi(2)).sum();
+    let se: f64 = x
+        .iter()
+        .zip(&y)
+        .map(|(a, b)| f64::from(a - b).powi(2))
+        .sum();
     (se / x.len() as f64).sqrt()
 }
 
@@ -41,7 +47,11 @@ const CEILINGS: &[(GgmlType, f64)] = &[
 ];
 
 fn ceiling(ty: GgmlType) -> f64 {
-    CEILINGS.iter().find(|(t, _)| *t == ty).map(|(_, c)| *c).expect("type has a ceiling")
+    CEILINGS
+        .iter()
+        .find(|(t, _)| *t == ty)
+        .map(|(_, c)| *c)
+        .expect("type has a ceiling")
 }
 
 #[test]
@@ -63,7 +73,14 @@ fn round_trip_rmse_is_under_each_types_ceiling() {
 #[test]
 fn ceilings_and_errors_order_by_bits_per_value() {
     let x = signal();
-    let ladder = [GgmlType::Q8_0, GgmlType::Q6_K, GgmlType::Q5_K, GgmlType::Q4_K, GgmlType::Q3_K, GgmlType::Q2_K];
+    let ladder = [
+        GgmlType::Q8_0,
+        GgmlType::Q6_K,
+        GgmlType::Q5_K,
+        GgmlType::Q4_K,
+        GgmlType::Q3_K,
+        GgmlType::Q2_K,
+    ];
     for pair in ladder.windows(2) {
         let (fine, coarse) = (pair[0], pair[1]);
         assert!(ceiling(fine) < ceiling(coarse), "ceiling {fine} < {coarse}");

@@ -80,9 +80,10 @@ pub(super) fn make_qkx2_quants<const N: usize>(
     let mut scale = 1.0 / iscale;
     let mut best_error = 0f32;
     for i in 0..N {
-        let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
-        l_out[i] = l as u8;
-        let diff = scale * l as f32 + min - x[i];
+        l_out[i] = nearest_int(iscale * (x[i] - min)).clamp(0, nmax) as u8;
+    }
+    for i in 0..N {
+        let diff = scale * f32::from(l_out[i]) + min - x[i];
         let diff = if use_mad { diff.abs() } else { diff * diff };
         best_error += weights[i] * diff;
     }
@@ -94,10 +95,12 @@ pub(super) fn make_qkx2_quants<const N: usize>(
         let mut sum_l = 0f32;
         let mut sum_l2 = 0f32;
         let mut sum_xl = 0f32;
+        // levels first (vectorizes), then the sums in C's order
         for i in 0..N {
-            let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
-            l_aux[i] = l as u8;
-            let lf = l as f32;
+            l_aux[i] = nearest_int(iscale * (x[i] - min)).clamp(0, nmax) as u8;
+        }
+        for i in 0..N {
+            let lf = f32::from(l_aux[i]);
             let w = weights[i];
             sum_l += w * lf;
             sum_l2 += w * lf * lf;
@@ -131,6 +134,7 @@ pub(super) fn make_qkx2_quants<const N: usize>(
 /// Symmetric fit `x ≈ scale·(L − nmax)` with `L ∈ 0..2·nmax`, weights `x²`,
 /// refined by coordinate descent (llama.cpp `make_q3_quants` with
 /// `do_rmse = true`). An all-zero group gives `L = 0` and scale 0.
+#[inline(always)]
 pub(super) fn make_q3_quants(nmax: i32, x: &[f32; 16], l_out: &mut [i8; 16]) -> f32 {
     let (max, amax) = absmax_from_zero(x);
     if amax < GROUP_MAX_EPS {
@@ -183,6 +187,7 @@ pub(super) fn make_q3_quants(nmax: i32, x: &[f32; 16], l_out: &mut [i8; 16]) -> 
 /// Symmetric fit with weights `x²` over 19 trial scales around `−nmax/max`
 /// (llama.cpp `make_qx_quants` with `rmse_type = 1` and no importance
 /// weights). `L = l + nmax ∈ 0..2·nmax`; an all-zero group gives `L = 0`.
+#[inline(always)]
 pub(super) fn make_qx_quants(nmax: i32, x: &[f32; 16], l_out: &mut [u8; 16]) -> f32 {
     let (max, amax) = absmax_from_zero(x);
     if amax < GROUP_MAX_EPS {
@@ -209,17 +214,19 @@ pub(super) fn make_qx_quants(nmax: i32, x: &[f32; 16], l_out: &mut [u8; 16]) -> 
         iscale = -(nmax as f32 + 0.1 * is as f32) / max;
         sumlx = 0.0;
         suml2 = 0.0;
+        let mut ls = [0i32; 16];
         for i in 0..16 {
-            let l = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
+            ls[i] = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
+        }
+        for i in 0..16 {
             let w = x[i] * x[i];
-            let lf = l as f32;
+            let lf = ls[i] as f32;
             sumlx += w * x[i] * lf;
             suml2 += w * lf * lf;
         }
         if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
             for i in 0..16 {
-                let l = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
-                l_out[i] = (l + nmax) as u8;
+                l_out[i] = (ls[i] + nmax) as u8;
             }
             scale = sumlx / suml2;
             best = scale * sumlx;
@@ -235,7 +242,10 @@ pub(super) fn get_scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
-        ((q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+        (
+            (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
     }
 }
 
@@ -286,8 +296,11 @@ pub(super) fn quantize_qk_asym(
         for l in 0..32 {
             weights[l] = av_x + xs[l].abs();
         }
-        let ls: &mut [u8; 32] = (&mut levels[32 * j..32 * j + 32]).try_into().expect("32 levels");
-        let (scale, min) = make_qkx2_quants(nmax, xs, &weights, ls, &mut l_aux, rmin, 0.1, nstep, false);
+        let ls: &mut [u8; 32] = (&mut levels[32 * j..32 * j + 32])
+            .try_into()
+            .expect("32 levels");
+        let (scale, min) =
+            make_qkx2_quants(nmax, xs, &weights, ls, &mut l_aux, rmin, 0.1, nstep, false);
         scales[j] = scale;
         mins[j] = min;
         if scale > max_scale {
@@ -297,7 +310,11 @@ pub(super) fn quantize_qk_asym(
             max_min = min;
         }
     }
-    let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
     let mut ls = [0u8; 8];
     let mut lm = [0u8; 8];

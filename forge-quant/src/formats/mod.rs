@@ -48,16 +48,13 @@ fn put_f16(b: &mut [u8], off: usize, v: f32) {
 /// The value of largest magnitude in `x`, the first one on ties, with its sign
 /// (numpy's `take_along_axis(x, abs(x).argmax())`, used by Q4_0 and Q5_0).
 #[inline(always)]
-fn signed_absmax(x: &[f32]) -> f32 {
-    let mut max = x[0];
-    let mut amax = x[0].abs();
-    for &v in &x[1..] {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    max
+fn signed_absmax(x: &[f32; 32]) -> f32 {
+    // the largest magnitude (a vectorizable reduction), then its first holder;
+    // for NaN-free blocks this is the strict-`>` scan from x[0]
+    let amax = x
+        .iter()
+        .fold(x[0].abs(), |m, v| if v.abs() > m { v.abs() } else { m });
+    x.iter().copied().find(|v| v.abs() == amax).unwrap_or(x[0])
 }
 
 /// `(min, max)` of `x` by `<` / `>` comparisons starting from `x[0]`.
@@ -182,23 +179,45 @@ mod layout_tests {
     #[test]
     fn field_offsets_match_ggml() {
         assert_eq!((offset_of!(BlockQ4_0, qs)), q4_0::QS);
-        assert_eq!((offset_of!(BlockQ4_1, m), offset_of!(BlockQ4_1, qs)), (q4_1::M, q4_1::QS));
-        assert_eq!((offset_of!(BlockQ5_0, qh), offset_of!(BlockQ5_0, qs)), (q5_0::QH, q5_0::QS));
         assert_eq!(
-            (offset_of!(BlockQ5_1, m), offset_of!(BlockQ5_1, qh), offset_of!(BlockQ5_1, qs)),
+            (offset_of!(BlockQ4_1, m), offset_of!(BlockQ4_1, qs)),
+            (q4_1::M, q4_1::QS)
+        );
+        assert_eq!(
+            (offset_of!(BlockQ5_0, qh), offset_of!(BlockQ5_0, qs)),
+            (q5_0::QH, q5_0::QS)
+        );
+        assert_eq!(
+            (
+                offset_of!(BlockQ5_1, m),
+                offset_of!(BlockQ5_1, qh),
+                offset_of!(BlockQ5_1, qs)
+            ),
             (q5_1::M, q5_1::QH, q5_1::QS)
         );
         assert_eq!(offset_of!(BlockQ8_0, qs), q8_0::QS);
         assert_eq!(
-            (offset_of!(BlockQ2K, qs), offset_of!(BlockQ2K, d), offset_of!(BlockQ2K, dmin)),
+            (
+                offset_of!(BlockQ2K, qs),
+                offset_of!(BlockQ2K, d),
+                offset_of!(BlockQ2K, dmin)
+            ),
             (q2_k::QS, q2_k::D, q2_k::DMIN)
         );
         assert_eq!(
-            (offset_of!(BlockQ3K, qs), offset_of!(BlockQ3K, scales), offset_of!(BlockQ3K, d)),
+            (
+                offset_of!(BlockQ3K, qs),
+                offset_of!(BlockQ3K, scales),
+                offset_of!(BlockQ3K, d)
+            ),
             (q3_k::QS, q3_k::SCALES, q3_k::D)
         );
         assert_eq!(
-            (offset_of!(BlockQ4K, dmin), offset_of!(BlockQ4K, scales), offset_of!(BlockQ4K, qs)),
+            (
+                offset_of!(BlockQ4K, dmin),
+                offset_of!(BlockQ4K, scales),
+                offset_of!(BlockQ4K, qs)
+            ),
             (q4_k::DMIN, q4_k::SCALES, q4_k::QS)
         );
         assert_eq!(
@@ -211,7 +230,11 @@ mod layout_tests {
             (q5_k::DMIN, q5_k::SCALES, q5_k::QH, q5_k::QS)
         );
         assert_eq!(
-            (offset_of!(BlockQ6K, qh), offset_of!(BlockQ6K, scales), offset_of!(BlockQ6K, d)),
+            (
+                offset_of!(BlockQ6K, qh),
+                offset_of!(BlockQ6K, scales),
+                offset_of!(BlockQ6K, d)
+            ),
             (q6_k::QH, q6_k::SCALES, q6_k::D)
         );
     }

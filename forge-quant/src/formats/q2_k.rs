@@ -55,8 +55,11 @@ impl BlockFormat for Q2_K {
             for l in 0..16 {
                 weights[l] = xs[l].abs();
             }
-            let ls: &mut [u8; 16] = (&mut levels[16 * j..16 * j + 16]).try_into().expect("16 levels");
-            let (scale, min) = make_qkx2_quants(3, xs, &weights, ls, &mut l_aux, -0.5, 0.1, 15, true);
+            let ls: &mut [u8; 16] = (&mut levels[16 * j..16 * j + 16])
+                .try_into()
+                .expect("16 levels");
+            let (scale, min) =
+                make_qkx2_quants(3, xs, &weights, ls, &mut l_aux, -0.5, 0.1, 15, true);
             scales[j] = scale;
             mins[j] = min;
             if scale > max_scale {
@@ -104,8 +107,10 @@ impl BlockFormat for Q2_K {
         for h in 0..2 {
             for l in 0..32 {
                 let j = 128 * h + l;
-                y[QS + 32 * h + l] =
-                    levels[j] | (levels[j + 32] << 2) | (levels[j + 64] << 4) | (levels[j + 96] << 6);
+                y[QS + 32 * h + l] = levels[j]
+                    | (levels[j + 32] << 2)
+                    | (levels[j + 64] << 4)
+                    | (levels[j + 96] << 6);
             }
         }
     }
@@ -117,7 +122,9 @@ impl BlockFormat for Q2_K {
         let d = get_f16(b, D);
         let dmin = get_f16(b, DMIN);
         for h in 0..2 {
-            let q: &[u8; 32] = b[QS + 32 * h..QS + 32 * h + 32].try_into().expect("32 bytes");
+            let q: &[u8; 32] = b[QS + 32 * h..QS + 32 * h + 32]
+                .try_into()
+                .expect("32 bytes");
             for s in 0..4 {
                 let shift = 2 * s;
                 for half in 0..2 {

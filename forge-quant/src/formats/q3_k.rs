@@ -59,7 +59,9 @@ impl BlockFormat for Q3_K {
         let mut amax = 0f32;
         for j in 0..16 {
             let xs: &[f32; 16] = x[16 * j..16 * j + 16].try_into().expect("16 values");
-            let ls: &mut [i8; 16] = (&mut levels[16 * j..16 * j + 16]).try_into().expect("16 levels");
+            let ls: &mut [i8; 16] = (&mut levels[16 * j..16 * j + 16])
+                .try_into()
+                .expect("16 levels");
             scales[j] = make_q3_quants(4, xs, ls);
             let scale = scales[j].abs();
             if scale > amax {
@@ -128,7 +130,9 @@ impl BlockFormat for Q3_K {
         let sc = unpack_scales(&b[SCALES..SCALES + 12]);
         let hm: &[u8; 32] = b[..32].try_into().expect("32 bytes");
         for h in 0..2 {
-            let q: &[u8; 32] = b[QS + 32 * h..QS + 32 * h + 32].try_into().expect("32 bytes");
+            let q: &[u8; 32] = b[QS + 32 * h..QS + 32 * h + 32]
+                .try_into()
+                .expect("32 bytes");
             for s in 0..4 {
                 let shift = 2 * s;
                 let bit = 1u8 << (4 * h + s);
@@ -136,11 +140,13 @@ impl BlockFormat for Q3_K {
                     let g = 8 * h + 2 * s + half;
                     let dl = d_all * (i32::from(sc[g]) - 32) as f32;
                     let out = &mut y[128 * h + 32 * s + 16 * half..][..16];
-                    for l in 0..16 {
-                        let k = 16 * half + l;
-                        let lo = i32::from((q[k] >> shift) & 3);
-                        let v = lo - if hm[k] & bit != 0 { 0 } else { 4 };
-                        out[l] = dl * v as f32;
+                    let (q, hm) = (
+                        &q[16 * half..16 * half + 16],
+                        &hm[16 * half..16 * half + 16],
+                    );
+                    for ((o, &ql), &hb) in out.iter_mut().zip(q).zip(hm) {
+                        let v = i32::from((ql >> shift) & 3) - if hb & bit != 0 { 0 } else { 4 };
+                        *o = dl * v as f32;
                     }
                 }
             }

@@ -62,7 +62,9 @@ impl BlockFormat for Q4_K {
             let (sc2, m2) = get_scale_min_k4(2 * c + 1, s);
             let (d1, m1) = (d * f32::from(sc1), min * f32::from(m1));
             let (d2, m2) = (d * f32::from(sc2), min * f32::from(m2));
-            let q: &[u8; 32] = b[QS + 32 * c..QS + 32 * c + 32].try_into().expect("32 bytes");
+            let q: &[u8; 32] = b[QS + 32 * c..QS + 32 * c + 32]
+                .try_into()
+                .expect("32 bytes");
             let out: &mut [f32; 64] = (&mut y[64 * c..64 * c + 64]).try_into().expect("64 values");
             for l in 0..32 {
                 out[l] = d1 * f32::from(q[l] & 0x0f) - m1;

@@ -77,7 +77,9 @@ impl BlockFormat for Q5_K {
             let (d1, m1) = (d * f32::from(sc1), min * f32::from(m1));
             let (d2, m2) = (d * f32::from(sc2), min * f32::from(m2));
             let (u1, u2) = (1u8 << (2 * c), 2u8 << (2 * c));
-            let q: &[u8; 32] = b[QS + 32 * c..QS + 32 * c + 32].try_into().expect("32 bytes");
+            let q: &[u8; 32] = b[QS + 32 * c..QS + 32 * c + 32]
+                .try_into()
+                .expect("32 bytes");
             let out: &mut [f32; 64] = (&mut y[64 * c..64 * c + 64]).try_into().expect("64 values");
             for l in 0..32 {
                 let h1 = if qh[l] & u1 != 0 { 16 } else { 0 };

@@ -48,7 +48,9 @@ impl BlockFormat for Q6_K {
         let mut max_abs_scale = 0f32;
         for ib in 0..16 {
             let xs: &[f32; 16] = x[16 * ib..16 * ib + 16].try_into().expect("16 values");
-            let ls: &mut [u8; 16] = (&mut levels[16 * ib..16 * ib + 16]).try_into().expect("16 levels");
+            let ls: &mut [u8; 16] = (&mut levels[16 * ib..16 * ib + 16])
+                .try_into()
+                .expect("16 levels");
             let scale = make_qx_quants(32, xs, ls);
             scales[ib] = scale;
             if scale.abs() > max_abs_scale {
@@ -86,7 +88,8 @@ impl BlockFormat for Q6_K {
                 let (q1, q2, q3, q4) = (levels[j], levels[j + 32], levels[j + 64], levels[j + 96]);
                 y[64 * h + l] = (q1 & 0x0f) | ((q3 & 0x0f) << 4);
                 y[64 * h + 32 + l] = (q2 & 0x0f) | ((q4 & 0x0f) << 4);
-                y[QH + 32 * h + l] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
+                y[QH + 32 * h + l] =
+                    (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
             }
         }
         for (o, s) in y[SCALES..SCALES + 16].iter_mut().zip(sc) {
@@ -101,9 +104,13 @@ impl BlockFormat for Q6_K {
         let d = get_f16(b, D);
         for h in 0..2 {
             let ql: &[u8; 64] = b[64 * h..64 * h + 64].try_into().expect("64 bytes");
-            let qh: &[u8; 32] = b[QH + 32 * h..QH + 32 * h + 32].try_into().expect("32 bytes");
+            let qh: &[u8; 32] = b[QH + 32 * h..QH + 32 * h + 32]
+                .try_into()
+                .expect("32 bytes");
             let sc = &b[SCALES + 8 * h..SCALES + 8 * h + 8];
-            let out: &mut [f32; 128] = (&mut y[128 * h..128 * h + 128]).try_into().expect("128 values");
+            let out: &mut [f32; 128] = (&mut y[128 * h..128 * h + 128])
+                .try_into()
+                .expect("128 values");
             for l in 0..32 {
                 let is = l / 16;
                 let q1 = i32::from((ql[l] & 0x0f) | ((qh[l] & 3) << 4)) - 32;

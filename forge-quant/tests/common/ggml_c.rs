@@ -45,13 +45,23 @@ impl GgmlC {
         let (q, _) = Self::names(ty).expect("type has a C reference");
         // SAFETY: the symbol has this signature in ggml-quants.h / ggml.h
         // (block pointers and ggml_fp16_t/bf16 pointers are passed as bytes).
-        unsafe { *self.lib.get::<QuantizeFn>(q.as_bytes()).expect("symbol in libggml-base") }
+        unsafe {
+            *self
+                .lib
+                .get::<QuantizeFn>(q.as_bytes())
+                .expect("symbol in libggml-base")
+        }
     }
 
     pub fn dequantize_fn(&self, ty: GgmlType) -> DequantizeFn {
         let (_, d) = Self::names(ty).expect("type has a C reference");
         // SAFETY: as above.
-        unsafe { *self.lib.get::<DequantizeFn>(d.as_bytes()).expect("symbol in libggml-base") }
+        unsafe {
+            *self
+                .lib
+                .get::<DequantizeFn>(d.as_bytes())
+                .expect("symbol in libggml-base")
+        }
     }
 
     /// Whether the C library has a reference for `ty`.

@@ -24,7 +24,10 @@ pub fn peer(rel: &str) -> Option<PathBuf> {
         return Some(path);
     }
     if std::env::var("FORGE_REQUIRE_PEERS").is_ok_and(|v| v == "1") {
-        panic!("peer {} is missing; run `cargo xtask peers`", path.display());
+        panic!(
+            "peer {} is missing; run `cargo xtask peers`",
+            path.display()
+        );
     }
     println!("skipped: peers not installed (cargo xtask peers)");
     None
@@ -44,9 +47,16 @@ pub fn smollm2() -> Option<PathBuf> {
 pub fn run_gguf_py(python: &Path, jobs: &serde_json::Value, dir: &Path) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/gguf_py_ref.py");
     let jobs_path = dir.join("jobs.json");
-    std::fs::write(&jobs_path, serde_json::to_vec_pretty(jobs).expect("jobs serialize"))
-        .expect("write jobs.json");
-    let out = Command::new(python).arg(&script).arg(&jobs_path).output().expect("start gguf-py reference script");
+    std::fs::write(
+        &jobs_path,
+        serde_json::to_vec_pretty(jobs).expect("jobs serialize"),
+    )
+    .expect("write jobs.json");
+    let out = Command::new(python)
+        .arg(&script)
+        .arg(&jobs_path)
+        .output()
+        .expect("start gguf-py reference script");
     assert!(
         out.status.success(),
         "gguf_py_ref.py failed ({}):\n{}\n{}",
@@ -65,14 +75,25 @@ pub fn write_f32(path: &Path, v: &[f32]) {
 /// Reads little-endian `f32` values.
 pub fn read_f32(path: &Path) -> Vec<f32> {
     let bytes = std::fs::read(path).expect("read f32 file");
-    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 /// Asserts two `f32` slices are bitwise identical, naming the first difference.
 pub fn assert_bits_eq(ours: &[f32], theirs: &[f32], what: &str) {
     assert_eq!(ours.len(), theirs.len(), "{what}: length");
-    if let Some(i) = ours.iter().zip(theirs).position(|(a, b)| a.to_bits() != b.to_bits()) {
-        let n_diff = ours.iter().zip(theirs).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    if let Some(i) = ours
+        .iter()
+        .zip(theirs)
+        .position(|(a, b)| a.to_bits() != b.to_bits())
+    {
+        let n_diff = ours
+            .iter()
+            .zip(theirs)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
         panic!(
             "{what}: {n_diff} of {} values differ; first at {i}: ours {:e} ({:#010x}), peer {:e} ({:#010x})",
             ours.len(),
@@ -109,9 +130,9 @@ pub fn assert_blocks_eq(ours: &[u8], theirs: &[u8], type_size: usize, what: &str
 /// The position-weighted checksum `Σ bits(x_i)·(2i+1) mod 2^64` that the
 /// reference script computes with numpy (one changed value always changes it).
 pub fn checksum(v: &[f32]) -> u64 {
-    v.iter()
-        .enumerate()
-        .fold(0u64, |acc, (i, x)| acc.wrapping_add(u64::from(x.to_bits()).wrapping_mul(2 * i as u64 + 1)))
+    v.iter().enumerate().fold(0u64, |acc, (i, x)| {
+        acc.wrapping_add(u64::from(x.to_bits()).wrapping_mul(2 * i as u64 + 1))
+    })
 }
 
 /// SplitMix64: a tiny deterministic PRNG (no external crate, fixed output).
@@ -159,18 +180,30 @@ pub fn mixed_signal(seed: u64, n_blocks: usize, block: usize) -> Vec<f32> {
         let scale = [1.0f32, 0.02, 3.0, 1e-3, 40.0][b % 5];
         for i in 0..block {
             let v = match kind {
-                0 | 1 | 2 => rng.normal() * scale,
+                0..=2 => rng.normal() * scale,
                 3 => rng.uniform() * 2.0 - 1.0,
                 4 => rng.uniform() * scale + 0.5 * scale, // all positive
                 5 => -(rng.uniform() * scale) - 0.1,      // all negative
                 6 => 0.0,
-                7 => 0.75 * scale,                                         // constant
-                8 => rng.normal() * 1e-6,                                  // tiny
-                9 => rng.normal() * 3e4,                                   // huge (f16 range)
-                10 => ((rng.next_u64() % 33) as f32 - 16.0) * 0.5,         // exact halves: ties
-                11 => if i == block / 3 { 7.5 } else { rng.normal() * 0.01 }, // one spike
+                7 => 0.75 * scale,                                 // constant
+                8 => rng.normal() * 1e-6,                          // tiny
+                9 => rng.normal() * 3e4,                           // huge (f16 range)
+                10 => ((rng.next_u64() % 33) as f32 - 16.0) * 0.5, // exact halves: ties
+                11 => {
+                    if i == block / 3 {
+                        7.5
+                    } else {
+                        rng.normal() * 0.01
+                    }
+                } // one spike
                 // scale exactly 1 for Q8_0 (max 127) with half-integers: round-half ties
-                _ => if i == 0 { 127.0 } else { (rng.next_u64() % 254) as f32 - 126.5 },
+                _ => {
+                    if i == 0 {
+                        127.0
+                    } else {
+                        (rng.next_u64() % 254) as f32 - 126.5
+                    }
+                }
             };
             out.push(v);
         }
