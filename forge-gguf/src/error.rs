@@ -71,7 +71,11 @@ pub enum Error {
         available: u64,
     },
     /// The input does not start with `GGUF`.
-    #[error("{at}: bad magic {} ({}), expected \"GGUF\" (47 47 55 46)", quoted(found), hex(found))]
+    #[error(
+        "{at}: bad magic {} ({}), expected \"GGUF\" (47 47 55 46)",
+        quoted(found),
+        hex(found)
+    )]
     BadMagic {
         /// Where the magic is (byte 0).
         at: Location,
@@ -366,7 +370,11 @@ fn quoted(bytes: &[u8]) -> String {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `Result` with [`Error`].
