@@ -48,6 +48,9 @@ pub const VERSION: u32 = 3;
 pub const DEFAULT_ALIGNMENT: u32 = 32;
 /// The metadata key holding the alignment.
 pub const ALIGNMENT_KEY: &str = "general.alignment";
+/// Largest accepted `general.alignment` (16 MiB). Real files use 32 or 64; a
+/// huge alignment in a tiny file would make every copy of it gigabytes long.
+pub const MAX_ALIGNMENT: u32 = 1 << 24;
 /// Longest metadata string value in bytes (16 MiB; chat templates are a few KiB).
 pub const MAX_STRING_LEN: u64 = 16 << 20;
 /// Longest metadata key in bytes (the GGUF spec's limit).
@@ -235,6 +238,9 @@ pub(crate) fn alignment_from(value: &Value) -> std::result::Result<u64, String> 
         Value::U32(0) => Err("is 0, must be a non-zero power of two".to_string()),
         Value::U32(a) if !a.is_power_of_two() => {
             Err(format!("is {a}, must be a non-zero power of two"))
+        }
+        Value::U32(a) if *a > MAX_ALIGNMENT => {
+            Err(format!("is {a}, more than the limit of {MAX_ALIGNMENT}"))
         }
         Value::U32(a) => Ok(u64::from(*a)),
         other => Err(format!(
@@ -529,13 +535,12 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Encodes the header, metadata, tensor infos and the padding up to the data
-/// section. Validates every limit the parser enforces, so what is written reads back.
+/// Encodes the header, metadata and tensor infos (the caller pads up to the
+/// data section). Validates every limit the parser enforces, so what is written reads back.
 pub(crate) fn encode_header(
     version: u32,
     metadata: &Metadata,
     tensors: &[TensorInfo],
-    alignment: u64,
 ) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     out.extend_from_slice(&MAGIC);
@@ -560,9 +565,6 @@ pub(crate) fn encode_header(
         out.extend_from_slice(&t.ggml_type.id().to_le_bytes());
         out.extend_from_slice(&t.offset.to_le_bytes());
     }
-    let padded = align_up(out.len() as u64, alignment)
-        .ok_or_else(|| Error::InvalidWrite("header size overflows".to_string()))?;
-    out.resize(padded as usize, 0);
     Ok(out)
 }
 

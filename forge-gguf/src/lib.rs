@@ -13,8 +13,8 @@ mod writer;
 pub use error::{Error, Location, Result};
 pub use file::{GgufFile, Mapped};
 pub use format::{
-    ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAGIC, MAX_ARRAY_DEPTH, MAX_ARRAY_LEN, MAX_DIMS, MAX_KEY_LEN,
-    MAX_STRING_LEN, MAX_TENSOR_NAME_LEN, VERSION,
+    ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAGIC, MAX_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_ARRAY_LEN,
+    MAX_DIMS, MAX_KEY_LEN, MAX_STRING_LEN, MAX_TENSOR_NAME_LEN, VERSION,
 };
 pub use metadata::Metadata;
 pub use tensor::{Tensor, TensorInfo};

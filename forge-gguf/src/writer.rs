@@ -153,8 +153,12 @@ impl GgufWriter {
                     Error::InvalidWrite("total tensor data size overflows".to_string())
                 })?;
         }
-        let header = format::encode_header(self.version, &self.metadata, &tensors, alignment)?;
+        let header = format::encode_header(self.version, &self.metadata, &tensors)?;
         sink.write_all(&header).map_err(Error::Write)?;
+        let len = header.len() as u64;
+        // The alignment is at most MAX_ALIGNMENT, so this cannot overflow.
+        let padded = format::align_up(len, alignment).unwrap_or(len);
+        write_zeros(&mut sink, padded - len)?;
         Ok(DataWriter {
             sink,
             tensors,
@@ -198,7 +202,16 @@ pub struct DataWriter<W: Write> {
     pos: u64,
 }
 
-const ZEROS: [u8; 4096] = [0; 4096];
+/// Writes `n` zero bytes without allocating them.
+fn write_zeros(sink: &mut impl Write, mut n: u64) -> Result<()> {
+    const ZEROS: [u8; 4096] = [0; 4096];
+    while n > 0 {
+        let k = n.min(ZEROS.len() as u64) as usize;
+        sink.write_all(&ZEROS[..k]).map_err(Error::Write)?;
+        n -= k as u64;
+    }
+    Ok(())
+}
 
 impl<W: Write> DataWriter<W> {
     /// The tensor infos with their final offsets.
@@ -274,12 +287,7 @@ impl<W: Write> DataWriter<W> {
         let end = info.offset + info.byte_len;
         // Offsets were laid out with checked arithmetic, so this cannot overflow.
         let padded = format::align_up(end, self.alignment).unwrap_or(end);
-        let mut pad = padded - end;
-        while pad > 0 {
-            let n = pad.min(ZEROS.len() as u64) as usize;
-            self.sink.write_all(&ZEROS[..n]).map_err(Error::Write)?;
-            pad -= n as u64;
-        }
+        write_zeros(&mut self.sink, padded - end)?;
         self.pos = padded;
         self.next += 1;
         Ok(())

@@ -39,6 +39,16 @@ fuzz_target!(|data: &[u8]| {
     std::hint::black_box(dump::to_text(&file));
     std::hint::black_box(dump::to_json(&file));
 
+    // The copy is as long as the data section laid out by the writer; with an
+    // alignment up to 16 MiB a tiny input can ask for a large copy, so skip
+    // the oracle for those (the writer streams padding; the Vec would not).
+    let a = file.alignment();
+    let planned = file.tensors().fold(file.data_offset(), |acc, t| {
+        acc.saturating_add(t.info().byte_len().div_ceil(a).saturating_mul(a))
+    });
+    if planned > 64 << 20 {
+        return;
+    }
     let image = rewrite(&file);
     let again = GgufFile::from_bytes(&image[..]).expect("the writer's output must read back");
     assert_eq!(again.tensor_count(), file.tensor_count());
