@@ -76,14 +76,14 @@ impl BlockFormat for Q5_K {
             let (sc2, m2) = get_scale_min_k4(2 * c + 1, s);
             let (d1, m1) = (d * f32::from(sc1), min * f32::from(m1));
             let (d2, m2) = (d * f32::from(sc2), min * f32::from(m2));
-            let (u1, u2) = (1u8 << (2 * c), 2u8 << (2 * c));
+            let (s1, s2) = (2 * c, 2 * c + 1);
             let q: &[u8; 32] = b[QS + 32 * c..QS + 32 * c + 32]
                 .try_into()
                 .expect("32 bytes");
             let out: &mut [f32; 64] = (&mut y[64 * c..64 * c + 64]).try_into().expect("64 values");
             for l in 0..32 {
-                let h1 = if qh[l] & u1 != 0 { 16 } else { 0 };
-                let h2 = if qh[l] & u2 != 0 { 16 } else { 0 };
+                let h1 = ((qh[l] >> s1) & 1) << 4;
+                let h2 = ((qh[l] >> s2) & 1) << 4;
                 out[l] = d1 * f32::from((q[l] & 0x0f) + h1) - m1;
                 out[l + 32] = d2 * f32::from((q[l] >> 4) + h2) - m2;
             }
