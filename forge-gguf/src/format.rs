@@ -169,9 +169,9 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parsed> {
     let mut tensors = Vec::with_capacity(prealloc(tensor_count));
     let mut tensor_index = HashMap::with_capacity(prealloc(tensor_count));
     let mut offset_fields = Vec::with_capacity(prealloc(tensor_count));
-    for i in 0..tensor_count {
+    for _ in 0..tensor_count {
         let (info, offset_at) = r.tensor_info(alignment, &tensor_index)?;
-        tensor_index.insert(info.name.clone(), usize::try_from(i).unwrap_or(usize::MAX));
+        tensor_index.insert(info.name.clone(), tensors.len());
         tensors.push(info);
         offset_fields.push(offset_at);
     }
