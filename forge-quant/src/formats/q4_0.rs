@@ -36,8 +36,8 @@ impl BlockFormat for Q4_0 {
         let id = inverse_or_zero(d);
         put_f16(y, 0, d);
         for j in 0..16 {
-            let q0 = ((x[j] * id + 8.5) as i32).clamp(0, 15) as u8;
-            let q1 = ((x[j + 16] * id + 8.5) as i32).clamp(0, 15) as u8;
+            let q0 = ((x[j] * id + 8.5) as u8).min(15);
+            let q1 = ((x[j + 16] * id + 8.5) as u8).min(15);
             y[QS + j] = q0 | (q1 << 4);
         }
     }

@@ -39,8 +39,8 @@ impl BlockFormat for Q4_1 {
         put_f16(y, 0, d);
         put_f16(y, M, min);
         for j in 0..16 {
-            let q0 = (((x[j] - min) * id + 0.5) as i32).clamp(0, 15) as u8;
-            let q1 = (((x[j + 16] - min) * id + 0.5) as i32).clamp(0, 15) as u8;
+            let q0 = (((x[j] - min) * id + 0.5) as u8).min(15);
+            let q1 = (((x[j + 16] - min) * id + 0.5) as u8).min(15);
             y[QS + j] = q0 | (q1 << 4);
         }
     }

@@ -43,8 +43,8 @@ impl BlockFormat for Q5_1 {
         put_f16(y, M, min);
         let mut qh = 0u32;
         for j in 0..16 {
-            let q0 = (((x[j] - min) * id + 0.5) as i32).clamp(0, 31) as u8;
-            let q1 = (((x[j + 16] - min) * id + 0.5) as i32).clamp(0, 31) as u8;
+            let q0 = (((x[j] - min) * id + 0.5) as u8).min(31);
+            let q1 = (((x[j + 16] - min) * id + 0.5) as u8).min(31);
             y[QS + j] = (q0 & 0x0f) | (q1 << 4);
             qh |= u32::from(q0 >> 4) << j;
             qh |= u32::from(q1 >> 4) << (j + 16);
