@@ -103,7 +103,7 @@ impl Miner {
             })
             .collect();
         if cfg.tasks.contains(Task::Raft) {
-            let registry = crate::language::Registry::new();
+            let registry = self.registry();
             let sep = |lang: &str| registry.by_name(lang).map_or("::", |l| l.separator());
             records.extend(crate::raft::build(&kept, cfg, self.teacher(), &sep));
         }
