@@ -32,7 +32,7 @@ pub trait Teacher: Send + Sync {
 }
 
 /// Template questions over extracted facts: "what does X do", "where is X
-/// defined", "how is X called", "which function <doc phrase>".
+/// defined", "how is X called", "which function `<doc phrase>`".
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TemplateTeacher;
 
