@@ -193,3 +193,25 @@ fn rayon_and_single_threaded_paths_give_the_same_bytes() {
         );
     }
 }
+
+/// Q4_0/Q5_0 take the signed value of largest magnitude from the block, as
+/// gguf-py does: an all-zero block starting with −0.0 gets `d = +0.0`
+/// (bytes `00 00`), where ggml's C reference, which starts from +0.0, writes
+/// `d = −0.0` (`00 80`). Checked against gguf-py by hand; see the guide.
+#[test]
+fn signed_zero_blocks_follow_gguf_py() {
+    let mut x = [0.0f32; 32];
+    assert_eq!(
+        &quantize(GgmlType::Q4_0, &x, 32).unwrap()[..2],
+        &[0x00, 0x80]
+    );
+    x[0] = -0.0;
+    assert_eq!(
+        &quantize(GgmlType::Q4_0, &x, 32).unwrap()[..2],
+        &[0x00, 0x00]
+    );
+    assert_eq!(
+        &quantize(GgmlType::Q5_0, &x, 32).unwrap()[..2],
+        &[0x00, 0x00]
+    );
+}
