@@ -131,7 +131,7 @@ mod tests {
         }
     }
 
-    /// Every f32 pattern; about a minute in release:
+    /// Every f32 pattern; about 10 s in release:
     /// `cargo test -p forge-quant --release --lib -- --ignored`.
     #[test]
     #[ignore = "exhaustive over 2^32 patterns; run in release"]
