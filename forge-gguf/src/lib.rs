@@ -6,6 +6,7 @@ mod error;
 mod file;
 mod format;
 mod metadata;
+mod names;
 mod tensor;
 mod value;
 mod writer;
@@ -17,6 +18,10 @@ pub use format::{
     MAX_DIMS, MAX_KEY_LEN, MAX_STRING_LEN, MAX_TENSOR_NAME_LEN, VERSION,
 };
 pub use metadata::Metadata;
+pub use names::{
+    NameArch, NameError, gguf_qk, gguf_to_hf, hf_to_gguf, permute_qk_rows, qk_permuted,
+    unpermute_qk_rows,
+};
 pub use tensor::{Tensor, TensorInfo};
 pub use value::{Array, FromValue, Value, ValueType};
 pub use writer::{DataWriter, FileWriter, GgufWriter};

@@ -116,6 +116,36 @@ pub enum Error {
         /// What is accepted.
         expected: &'static str,
     },
+    /// A GGUF file could not be read (the message names the file and byte).
+    #[error("{0}")]
+    GgufFormat(#[from] forge_gguf::Error),
+    /// A GGUF file holds something Forge cannot load.
+    #[error("{path}: {message}")]
+    Gguf {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        message: String,
+    },
+    /// A GGUF tensor cannot be loaded (type, shape, data).
+    #[error("{path}: tensor `{tensor}`: {message}")]
+    GgufTensor {
+        /// The file.
+        path: PathBuf,
+        /// The GGUF tensor name.
+        tensor: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The default model is not where it should be.
+    #[error(
+        "default model not found at {path}: run `cargo xtask model` to fetch it, or set \
+         FORGE_DEFAULT_MODEL to a GGUF file"
+    )]
+    DefaultModelMissing {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
     /// The requested feature is not built yet.
     #[error("{0}")]
     Unsupported(String),

@@ -7,6 +7,8 @@ mod decoder;
 mod error;
 mod factory;
 mod generate;
+mod gguf;
+mod gguf_tokenizer;
 mod loader;
 mod rope;
 mod tokenizer;
@@ -21,6 +23,11 @@ pub use factory::{TINY_TOKENIZER_VOCAB, random_model, tiny_config, write_hf_dir}
 pub use generate::{
     FinishReason, GenerateOptions, Generation, Generator, Sampler, TextStream, TokenStream,
 };
-pub use loader::{LoadOptions, LoadReport, LoadedModel, ModelSource, load, load_weights};
+pub use gguf::{GgufSource, config_from_gguf};
+pub use gguf_tokenizer::PRE_TOKENIZER_NAMES;
+pub use loader::{
+    DEFAULT_MODEL_FILE, LoadOptions, LoadReport, LoadedModel, ModelSource, default_model_path,
+    load, load_weights,
+};
 pub use tokenizer::{CHATML_TEMPLATE, ChatMessage, Tokenizer, render_chat_template};
 pub use weights::{NamedTensor, SafetensorsSource, WeightSource};

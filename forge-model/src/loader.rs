@@ -23,6 +23,7 @@ use mlx_rs::{Array, Dtype};
 use crate::config::read_model_config;
 use crate::decoder::Model;
 use crate::error::{Error, Result};
+use crate::gguf::GgufSource;
 use crate::tokenizer::Tokenizer;
 use crate::weights::{SafetensorsSource, WeightSource};
 
@@ -33,12 +34,11 @@ pub enum ModelSource {
     /// `model.safetensors.index.json` and its shards), and optionally
     /// `tokenizer.json`, `tokenizer_config.json`, `generation_config.json`.
     HfDir(PathBuf),
-    /// A GGUF file. Arrives with GGUF support (forge-gguf + forge-quant);
-    /// loading it returns [`Error::Unsupported`] for now.
+    /// A GGUF file (llama.cpp's format), dequantized to the requested dtype
+    /// with its tokenizer built from the metadata.
     Gguf(PathBuf),
-    /// The embedded default model (SmolLM2-135M-Instruct as GGUF, fetched by
-    /// `cargo xtask model`). Arrives with GGUF support; loading it returns
-    /// [`Error::Unsupported`] for now.
+    /// The default model: SmolLM2-135M-Instruct as GGUF (Q4_1), fetched by
+    /// `cargo xtask model`; see [`default_model_path`].
     #[default]
     Default,
 }
@@ -128,7 +128,8 @@ pub struct LoadReport {
 pub struct LoadedModel {
     /// The model.
     pub model: Model,
-    /// The tokenizer, if the source has `tokenizer.json` and it was requested.
+    /// The tokenizer, if requested and the source has one (`tokenizer.json`
+    /// of a folder, the metadata of a GGUF file).
     pub tokenizer: Option<Tokenizer>,
     /// What the weight loading did.
     pub report: LoadReport,
@@ -138,14 +139,50 @@ pub struct LoadedModel {
 pub fn load(source: &ModelSource, options: &LoadOptions) -> Result<LoadedModel> {
     match source {
         ModelSource::HfDir(dir) => load_hf_dir(dir, options),
-        ModelSource::Gguf(path) => Err(Error::Unsupported(format!(
-            "{}: GGUF loading is not built yet (it arrives with forge-gguf + forge-quant)",
-            path.display()
-        ))),
-        ModelSource::Default => Err(Error::Unsupported(
-            "the default model (SmolLM2-135M-Instruct GGUF) arrives with GGUF loading".into(),
-        )),
+        ModelSource::Gguf(path) => load_gguf(path, options),
+        ModelSource::Default => load_gguf(&default_model_path()?, options),
     }
+}
+
+/// The file name of the default model.
+pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// Where [`ModelSource::Default`] is read from: `$FORGE_DEFAULT_MODEL` when
+/// set, else `models/SmolLM2-135M-Instruct.Q4_1.gguf` under
+/// `$FORGE_PEERS_DIR` or the workspace's `.forge/peers` (where
+/// `cargo xtask model` puts it). A missing file is
+/// [`Error::DefaultModelMissing`].
+pub fn default_model_path() -> Result<PathBuf> {
+    let path = if let Some(p) = std::env::var_os("FORGE_DEFAULT_MODEL") {
+        PathBuf::from(p)
+    } else {
+        std::env::var_os("FORGE_PEERS_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.forge/peers"))
+            .join("models")
+            .join(DEFAULT_MODEL_FILE)
+    };
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::DefaultModelMissing { path })
+    }
+}
+
+fn load_gguf(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {
+    let source = GgufSource::open(path)?;
+    let mut model = Model::new(source.config().clone())?;
+    let report = load_weights(&mut model, &source, options)?;
+    let tokenizer = if options.tokenizer {
+        Some(Tokenizer::from_gguf(source.file(), path)?)
+    } else {
+        None
+    };
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        report,
+    })
 }
 
 fn load_hf_dir(dir: &Path, options: &LoadOptions) -> Result<LoadedModel> {

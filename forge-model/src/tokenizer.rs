@@ -35,13 +35,13 @@ impl ChatMessage {
 /// A tokenizer with its special tokens and chat template.
 #[derive(Debug, Clone)]
 pub struct Tokenizer {
-    inner: tokenizers::Tokenizer,
-    path: PathBuf,
-    bos_token: Option<String>,
-    eos_token: Option<String>,
-    bos_id: Option<u32>,
-    eos_ids: Vec<u32>,
-    chat_template: String,
+    pub(crate) inner: tokenizers::Tokenizer,
+    pub(crate) path: PathBuf,
+    pub(crate) bos_token: Option<String>,
+    pub(crate) eos_token: Option<String>,
+    pub(crate) bos_id: Option<u32>,
+    pub(crate) eos_ids: Vec<u32>,
+    pub(crate) chat_template: String,
 }
 
 fn token_string(value: Option<&serde_json::Value>) -> Option<String> {

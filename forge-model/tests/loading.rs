@@ -311,21 +311,3 @@ fn half_precision_checkpoints_convert() {
         }
     }
 }
-
-#[test]
-fn gguf_and_default_sources_are_not_built_yet() {
-    assert_eq!(ModelSource::parse("default"), ModelSource::Default);
-    assert_eq!(ModelSource::default(), ModelSource::Default);
-    assert_eq!(
-        ModelSource::parse("m/SmolLM2.Q4_1.gguf"),
-        ModelSource::Gguf("m/SmolLM2.Q4_1.gguf".into())
-    );
-    assert_eq!(
-        ModelSource::parse("models/x"),
-        ModelSource::HfDir("models/x".into())
-    );
-    for source in [ModelSource::Default, ModelSource::Gguf("x.gguf".into())] {
-        let e = load(&source, &LoadOptions::new()).expect_err("unsupported");
-        assert!(matches!(e, Error::Unsupported(_)), "{e}");
-    }
-}

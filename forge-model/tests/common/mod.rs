@@ -13,6 +13,44 @@ pub fn peers_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.forge/peers"))
 }
 
+/// Prints the skip line, or panics when `FORGE_REQUIRE_PEERS=1`.
+pub fn skip_or_fail(what: &str) {
+    if std::env::var("FORGE_REQUIRE_PEERS").as_deref() == Ok("1") {
+        panic!("{what}: run cargo xtask peers");
+    }
+    println!("skipped: peers not installed (cargo xtask peers)");
+}
+
+/// The SmolLM2-135M-Instruct Q4_1 GGUF from the peers, or `None` after the
+/// skip line.
+pub fn smollm2_gguf() -> Option<PathBuf> {
+    let path = peers_dir().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if path.is_file() {
+        return Some(path);
+    }
+    skip_or_fail(&format!("SmolLM2 GGUF not found at {}", path.display()));
+    None
+}
+
+/// The node-llama-cpp peer folder (with `node_modules/node-llama-cpp`) and
+/// the `node` binary, or `None` after the skip line.
+pub fn node_llama_cpp() -> Option<(PathBuf, PathBuf)> {
+    let dir = peers_dir().join("node-llama-cpp");
+    let node = std::env::var_os("FORGE_NODE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("node"));
+    let works = dir.join("node_modules/node-llama-cpp").is_dir()
+        && Command::new(&node)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if works {
+        return Some((dir, node));
+    }
+    skip_or_fail(&format!("node-llama-cpp not found at {}", dir.display()));
+    None
+}
+
 /// The mlx-lm python, or `None` after printing the skip line (or a panic
 /// when `FORGE_REQUIRE_PEERS=1`).
 pub fn mlx_lm_python() -> Option<PathBuf> {
