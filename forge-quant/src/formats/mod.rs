@@ -47,30 +47,108 @@ fn put_f16(b: &mut [u8], off: usize, v: f32) {
 
 /// The value of largest magnitude in `x`, the first one on ties, with its sign
 /// (numpy's `take_along_axis(x, abs(x).argmax())`, used by Q4_0 and Q5_0).
+///
+/// Equal to the strict-`>` scan from `x[0]` (a NaN `x[0]` is returned as is,
+/// later NaNs are skipped): the largest magnitude is found in eight
+/// independent lanes that all start from `|x[0]|` (the maximum is exact, so
+/// the lane order does not matter), then the first element of that magnitude
+/// supplies the sign.
 #[inline(always)]
 fn signed_absmax(x: &[f32; 32]) -> f32 {
-    // the largest magnitude (a vectorizable reduction), then its first holder;
-    // for NaN-free blocks this is the strict-`>` scan from x[0]
-    let amax = x
-        .iter()
-        .fold(x[0].abs(), |m, v| if v.abs() > m { v.abs() } else { m });
-    x.iter().copied().find(|v| v.abs() == amax).unwrap_or(x[0])
+    let a0 = x[0].abs();
+    let mut lanes = [a0; 8];
+    for c in x.chunks_exact(8) {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            let a = v.abs();
+            *m = if a > *m { a } else { *m };
+        }
+    }
+    let mut amax = lanes[0];
+    for &m in &lanes[1..] {
+        amax = if m > amax { m } else { amax };
+    }
+    let mut first = 0u32;
+    for (j, v) in x.iter().enumerate() {
+        first |= u32::from(v.abs() == amax) << j;
+    }
+    if first == 0 {
+        x[0]
+    } else {
+        x[first.trailing_zeros() as usize]
+    }
 }
 
 /// `(min, max)` of `x` by `<` / `>` comparisons starting from `x[0]`.
+///
+/// The scan keeps the first of equal values, which only shows for a zero
+/// extreme (`-0.0 == 0.0`). Eight independent lanes, all starting from
+/// `x[0]`, find the extreme values exactly; a zero extreme is then taken
+/// from its first holder, so the result equals the sequential scan bit for bit.
 #[inline(always)]
-fn min_max(x: &[f32]) -> (f32, f32) {
-    let mut min = x[0];
-    let mut max = x[0];
-    for &v in &x[1..] {
-        if v < min {
-            min = v;
-        }
-        if v > max {
-            max = v;
+fn min_max(x: &[f32; 32]) -> (f32, f32) {
+    let mut lo = [x[0]; 8];
+    let mut hi = [x[0]; 8];
+    for c in x.chunks_exact(8) {
+        for k in 0..8 {
+            let v = c[k];
+            lo[k] = if v < lo[k] { v } else { lo[k] };
+            hi[k] = if v > hi[k] { v } else { hi[k] };
         }
     }
+    let (mut min, mut max) = (lo[0], hi[0]);
+    for k in 1..8 {
+        min = if lo[k] < min { lo[k] } else { min };
+        max = if hi[k] > max { hi[k] } else { max };
+    }
+    if min == 0.0 {
+        min = first_equal(x, min);
+    }
+    if max == 0.0 {
+        max = first_equal(x, max);
+    }
     (min, max)
+}
+
+/// The first element of `x` equal to `v` (which is one of them).
+#[cold]
+fn first_equal(x: &[f32; 32], v: f32) -> f32 {
+    x.iter().copied().find(|&e| e == v).unwrap_or(v)
+}
+
+/// `min(hi, v as u8)` for `0 ≤ hi ≤ 255`, with `as`'s saturation (NaN and
+/// negatives give 0). Vectorizes, unlike a saturating `as` (which LLVM
+/// scalarizes at the SSE2 baseline): the value is clamped in `f32`, then
+/// truncated through the float adder — adding `2^23` leaves `c` rounded to
+/// nearest in the low mantissa bits (exact for `0 ≤ c < 2^23`), and one is
+/// taken off where that rounded up.
+#[inline(always)]
+fn trunc_clamp(v: f32, hi: f32) -> u8 {
+    const TWO_23: f32 = 8_388_608.0;
+    let c = if v > 0.0 { v } else { 0.0 };
+    let c = if c < hi { c } else { hi };
+    let r = c + TWO_23;
+    let n = (r.to_bits() & 0x007f_ffff) as i32;
+    let up = i32::from(r - TWO_23 > c);
+    (n - up) as u8
+}
+
+/// Packs 32 five-bit quants as Q5_0/Q5_1 store them: the fifth bits as a
+/// little-endian u32 (bit `j` for value `j`), then 16 bytes of nibble pairs
+/// (value `j` low, value `j + 16` high).
+#[inline(always)]
+fn pack_q5(q: &[u8; 32], out: &mut [u8; 20]) {
+    // fifth bits, eight at a time: byte k of `w` is 0 or 1, and the multiply
+    // moves byte k's bit to bit 56 + k (all partial products are distinct bits)
+    let mut qh = [0u8; 4];
+    for (h, c) in qh.iter_mut().zip(q.chunks_exact(8)) {
+        let w = (u64::from_le_bytes(c.try_into().expect("8 bytes")) >> 4) & 0x0101_0101_0101_0101;
+        *h = (w.wrapping_mul(0x0102_0408_1020_4080) >> 56) as u8;
+    }
+    out[..4].copy_from_slice(&qh);
+    let (lo, hi) = q.split_at(16);
+    for ((o, &a), &b) in out[4..].iter_mut().zip(lo).zip(hi) {
+        *o = (a & 0x0f) | (b << 4);
+    }
 }
 
 /// `1/d`, or 0 when `d` is zero (so an all-zero block quantizes to zeros).

@@ -13,7 +13,7 @@
 //! magnitude (with its sign), `d = max / −8`, `q = min(15, trunc(x / d + 8.5))`;
 //! the division is a multiplication by the f32 inverse `1/d`.
 
-use super::{get_f16, inverse_or_zero, put_f16, signed_absmax};
+use super::{get_f16, inverse_or_zero, put_f16, signed_absmax, trunc_clamp};
 use crate::{BlockFormat, GgmlType};
 
 pub(super) const QS: usize = 2;
@@ -35,10 +35,13 @@ impl BlockFormat for Q4_0 {
         let d = signed_absmax(x) / -8.0;
         let id = inverse_or_zero(d);
         put_f16(y, 0, d);
-        for j in 0..16 {
-            let q0 = ((x[j] * id + 8.5) as u8).min(15);
-            let q1 = ((x[j + 16] * id + 8.5) as u8).min(15);
-            y[QS + j] = q0 | (q1 << 4);
+        let mut q = [0u8; 32];
+        for (q, &v) in q.iter_mut().zip(x) {
+            *q = trunc_clamp(v * id + 8.5, 15.0);
+        }
+        let (lo, hi) = q.split_at(16);
+        for ((o, &a), &b) in y[QS..].iter_mut().zip(lo).zip(hi) {
+            *o = a | (b << 4);
         }
     }
 

@@ -13,7 +13,7 @@
 //! Quantize (gguf-py / `quantize_row_q4_1_ref`): `d = (max − min) / 15`,
 //! `m = min`, `q = min(15, trunc((x − min) · (1/d) + 0.5))`.
 
-use super::{get_f16, inverse_or_zero, min_max, put_f16};
+use super::{get_f16, inverse_or_zero, min_max, put_f16, trunc_clamp};
 use crate::{BlockFormat, GgmlType};
 
 pub(super) const M: usize = 2;
@@ -38,10 +38,13 @@ impl BlockFormat for Q4_1 {
         let id = inverse_or_zero(d);
         put_f16(y, 0, d);
         put_f16(y, M, min);
-        for j in 0..16 {
-            let q0 = (((x[j] - min) * id + 0.5) as u8).min(15);
-            let q1 = (((x[j + 16] - min) * id + 0.5) as u8).min(15);
-            y[QS + j] = q0 | (q1 << 4);
+        let mut q = [0u8; 32];
+        for (q, &v) in q.iter_mut().zip(x) {
+            *q = trunc_clamp((v - min) * id + 0.5, 15.0);
+        }
+        let (lo, hi) = q.split_at(16);
+        for ((o, &a), &b) in y[QS..].iter_mut().zip(lo).zip(hi) {
+            *o = a | (b << 4);
         }
     }
 

@@ -13,7 +13,7 @@
 //! Quantize (gguf-py / `quantize_row_q5_0_ref`): `max` is the value of largest
 //! magnitude, `d = max / −16`, `q = min(31, trunc(x · (1/d) + 16.5))`.
 
-use super::{get_f16, inverse_or_zero, put_f16, signed_absmax};
+use super::{get_f16, inverse_or_zero, pack_q5, put_f16, signed_absmax, trunc_clamp};
 use crate::{BlockFormat, GgmlType};
 
 pub(super) const QH: usize = 2;
@@ -36,15 +36,11 @@ impl BlockFormat for Q5_0 {
         let d = signed_absmax(x) / -16.0;
         let id = inverse_or_zero(d);
         put_f16(y, 0, d);
-        let mut qh = 0u32;
-        for j in 0..16 {
-            let q0 = ((x[j] * id + 16.5) as u8).min(31);
-            let q1 = ((x[j + 16] * id + 16.5) as u8).min(31);
-            y[QS + j] = (q0 & 0x0f) | (q1 << 4);
-            qh |= u32::from(q0 >> 4) << j;
-            qh |= u32::from(q1 >> 4) << (j + 16);
+        let mut q = [0u8; 32];
+        for (q, &v) in q.iter_mut().zip(x) {
+            *q = trunc_clamp(v * id + 16.5, 31.0);
         }
-        y[QH..QH + 4].copy_from_slice(&qh.to_le_bytes());
+        pack_q5(&q, (&mut y[QH..]).try_into().expect("20 bytes"));
     }
 
     #[inline]

@@ -15,7 +15,7 @@
 //! `q = min(31, trunc((x − min) · (1/d) + 0.5))`. (ggml's
 //! `quantize_row_q5_1_ref` omits the `min(31, ·)`, which never binds.)
 
-use super::{get_f16, inverse_or_zero, min_max, put_f16};
+use super::{get_f16, inverse_or_zero, min_max, pack_q5, put_f16, trunc_clamp};
 use crate::{BlockFormat, GgmlType};
 
 pub(super) const M: usize = 2;
@@ -41,15 +41,11 @@ impl BlockFormat for Q5_1 {
         let id = inverse_or_zero(d);
         put_f16(y, 0, d);
         put_f16(y, M, min);
-        let mut qh = 0u32;
-        for j in 0..16 {
-            let q0 = (((x[j] - min) * id + 0.5) as u8).min(31);
-            let q1 = (((x[j + 16] - min) * id + 0.5) as u8).min(31);
-            y[QS + j] = (q0 & 0x0f) | (q1 << 4);
-            qh |= u32::from(q0 >> 4) << j;
-            qh |= u32::from(q1 >> 4) << (j + 16);
+        let mut q = [0u8; 32];
+        for (q, &v) in q.iter_mut().zip(x) {
+            *q = trunc_clamp((v - min) * id + 0.5, 31.0);
         }
-        y[QH..QH + 4].copy_from_slice(&qh.to_le_bytes());
+        pack_q5(&q, (&mut y[QH..]).try_into().expect("20 bytes"));
     }
 
     #[inline]
