@@ -1,6 +1,24 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+mod adapter;
+mod config;
 mod error;
+mod linalg;
+mod loss;
+mod methods;
+mod model;
+mod quant;
+mod target;
+mod util;
 
+pub use adapter::{AdaptedLinear, Adapter, BaseWeight};
+pub use config::PeftConfig;
 pub use error::{Error, Result};
+pub use linalg::SvdMode;
+pub use loss::{Batch, loss_and_grad, masked_nll_sum};
+pub use methods::Method;
+pub use methods::cloq::weighted_error as cloq_objective;
+pub use model::{PROJECTIONS, PeftModel, calibration_grams, module_name};
+pub use quant::{QuantSpec, QuantizedWeight};
+pub use target::TargetRule;

@@ -1,0 +1,558 @@
+//! A forge-model [`Model`] with adapters on its linear layers.
+//!
+//! forge-model's layers hold concrete `mlx_rs::nn::Linear` fields, so this
+//! wrapper runs the decoder's forward itself (the same ops in the same order
+//! as `forge_model::decoder`, checked bit-for-bit by the test
+//! `unadapted_forward_is_bit_identical`), calling an [`AdaptedLinear`] for
+//! each of the seven projections. Embeddings, norms and the head stay in the
+//! wrapped model.
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+use forge_model::{Model, ModelConfig, RopeScaling};
+use mlx_rs::Array;
+use mlx_rs::fast::ScaledDotProductAttentionMask;
+use mlx_rs::module::Module;
+use mlx_rs::nn::Linear;
+
+use crate::adapter::{AdaptedLinear, Adapter, BaseWeight};
+use crate::config::PeftConfig;
+use crate::error::{Error, Result};
+use crate::methods::{Method, cloq, dora, lora, pissa};
+use crate::quant::QuantizedWeight;
+use crate::target::Targets;
+
+/// The seven projections of a layer, in forward order: `(block, name)`.
+pub const PROJECTIONS: [(&str, &str); 7] = [
+    ("self_attn", "q_proj"),
+    ("self_attn", "k_proj"),
+    ("self_attn", "v_proj"),
+    ("self_attn", "o_proj"),
+    ("mlp", "gate_proj"),
+    ("mlp", "up_proj"),
+    ("mlp", "down_proj"),
+];
+
+/// The module name of projection `slot` of layer `layer`.
+pub fn module_name(layer: usize, slot: usize) -> String {
+    let (block, proj) = PROJECTIONS[slot];
+    format!("model.layers.{layer}.{block}.{proj}")
+}
+
+fn model_linear(model: &mut Model, layer: usize, slot: usize) -> &mut Linear {
+    let l = &mut model.model.layers[layer];
+    match slot {
+        0 => &mut l.self_attn.q_proj,
+        1 => &mut l.self_attn.k_proj,
+        2 => &mut l.self_attn.v_proj,
+        3 => &mut l.self_attn.o_proj,
+        4 => &mut l.mlp.gate_proj,
+        5 => &mut l.mlp.up_proj,
+        _ => &mut l.mlp.down_proj,
+    }
+}
+
+/// Rotary embedding parameters (the same construction as forge-model's).
+#[derive(Debug, Clone)]
+struct RopeSpec {
+    dims: i32,
+    base: Option<f32>,
+    scale: f32,
+    freqs: Option<Array>,
+}
+
+impl RopeSpec {
+    fn new(c: &ModelConfig) -> Self {
+        let (head_dim, theta) = (c.head_dim, c.rope_theta);
+        let dims = head_dim as i32;
+        match c.rope_scaling {
+            RopeScaling::None => Self {
+                dims,
+                base: Some(theta),
+                scale: 1.0,
+                freqs: None,
+            },
+            RopeScaling::Linear { factor } => Self {
+                dims,
+                base: Some(theta),
+                scale: 1.0 / factor,
+                freqs: None,
+            },
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings: old_ctx,
+            } => {
+                let low_wavelen = old_ctx / low_freq_factor;
+                let high_wavelen = old_ctx / high_freq_factor;
+                let periods: Vec<f32> = (0..head_dim / 2)
+                    .map(|i| {
+                        let period = theta.powf((2 * i) as f32 / head_dim as f32);
+                        let wavelen = 2.0 * std::f32::consts::PI * period;
+                        if wavelen > low_wavelen {
+                            period * factor
+                        } else if wavelen > high_wavelen && wavelen < low_wavelen {
+                            let smooth = (old_ctx / wavelen - low_freq_factor)
+                                / (high_freq_factor - low_freq_factor);
+                            period / ((1.0 - smooth) / factor + smooth)
+                        } else {
+                            period
+                        }
+                    })
+                    .collect();
+                let n = periods.len() as i32;
+                Self {
+                    dims,
+                    base: None,
+                    scale: 1.0,
+                    freqs: Some(Array::from_slice(&periods, &[n])),
+                }
+            }
+        }
+    }
+
+    fn apply(&self, x: &Array) -> Result<Array> {
+        Ok(mlx_rs::fast::rope(
+            x,
+            self.dims,
+            false,
+            self.base,
+            self.scale,
+            0,
+            self.freqs.as_ref(),
+        )?)
+    }
+}
+
+/// Per-linear Gram matrices `XᵀX` of the layer inputs (CLoQ calibration).
+type Grams = Vec<Vec<Option<Array>>>;
+
+/// A targeted module: `(layer, slot, name, rank, alpha)`.
+type Plan = Vec<(usize, usize, String, usize, f32)>;
+
+/// The Gram matrices `XᵀX` of the inputs of every module `config` targets,
+/// over the token batches `batches` run through the unadapted `model`
+/// (CLoQ's calibration statistics), by module name.
+pub fn calibration_grams(
+    model: &Model,
+    config: &PeftConfig,
+    batches: &[Array],
+) -> Result<Vec<(String, Array)>> {
+    let mut m = PeftModel::plain(model.clone(), config.clone());
+    let plan = m.plan()?;
+    let g = m.collect_grams(&plan, batches)?;
+    Ok(plan
+        .into_iter()
+        .filter_map(|(i, s, name, ..)| g[i][s].clone().map(|a| (name, a)))
+        .collect())
+}
+
+/// A model with adapters.
+#[derive(Debug, Clone)]
+pub struct PeftModel {
+    model: Model,
+    linears: Vec<Vec<AdaptedLinear>>,
+    rope: RopeSpec,
+    config: PeftConfig,
+}
+
+impl PeftModel {
+    /// Attaches adapters to `model` as `config` says. CLoQ needs calibration
+    /// data: use [`PeftModel::with_calibration`].
+    pub fn new(model: Model, config: PeftConfig) -> Result<Self> {
+        if config.method == Method::Cloq {
+            return Err(Error::invalid(
+                "calibration",
+                "none",
+                "calibration batches for CLoQ (PeftModel::with_calibration)",
+            ));
+        }
+        Self::build(model, config, &[])
+    }
+
+    /// Attaches adapters, running `calibration` token batches (`[batch, seq]`)
+    /// through the unadapted model first to collect each target's input Gram
+    /// `XᵀX` (used by CLoQ; ignored by the other methods).
+    pub fn with_calibration(
+        model: Model,
+        config: PeftConfig,
+        calibration: &[Array],
+    ) -> Result<Self> {
+        if config.method == Method::Cloq && calibration.is_empty() {
+            return Err(Error::invalid(
+                "calibration",
+                "empty",
+                "at least one batch for CLoQ",
+            ));
+        }
+        Self::build(model, config, calibration)
+    }
+
+    fn plain(mut model: Model, config: PeftConfig) -> Self {
+        let n_layers = model.model.layers.len();
+        let mut linears = Vec::with_capacity(n_layers);
+        for i in 0..n_layers {
+            let mut row = Vec::with_capacity(7);
+            for slot in 0..7 {
+                let lin = model_linear(&mut model, i, slot);
+                row.push(AdaptedLinear::new(
+                    lin.weight.value.clone(),
+                    lin.bias.value.clone(),
+                ));
+            }
+            linears.push(row);
+        }
+        let rope = RopeSpec::new(model.config());
+        Self {
+            model,
+            linears,
+            rope,
+            config,
+        }
+    }
+
+    /// Targeted modules: `(layer, slot, name, rank, alpha)`.
+    fn plan(&self) -> Result<Plan> {
+        let targets = Targets::compile(&self.config.targets, self.config.layers)?;
+        let mut plan = Vec::new();
+        for i in 0..self.linears.len() {
+            for slot in 0..7 {
+                let name = module_name(i, slot);
+                if let Some((r, a)) = targets.lookup(&name, i) {
+                    plan.push((
+                        i,
+                        slot,
+                        name,
+                        r.unwrap_or(self.config.rank),
+                        a.unwrap_or(self.config.alpha),
+                    ));
+                }
+            }
+        }
+        if plan.is_empty() {
+            return Err(Error::NoTargets {
+                patterns: self
+                    .config
+                    .targets
+                    .iter()
+                    .map(|t| t.pattern.clone())
+                    .collect(),
+            });
+        }
+        Ok(plan)
+    }
+
+    fn collect_grams(&mut self, plan: &Plan, batches: &[Array]) -> Result<Grams> {
+        let mut g: Grams = vec![vec![None; 7]; self.linears.len()];
+        for (i, slot, ..) in plan {
+            let d = self.linears[*i][*slot].base.shape()[1];
+            g[*i][*slot] = Some(mlx_rs::ops::zeros::<f32>(&[d, d])?);
+        }
+        for batch in batches {
+            self.forward_impl(batch, Some(&mut g))?;
+        }
+        Ok(g)
+    }
+
+    fn build(model: Model, config: PeftConfig, calibration: &[Array]) -> Result<Self> {
+        config.validate()?;
+        let mut this = Self::plain(model, config);
+        let plan = this.plan()?;
+        let grams = if this.config.method == Method::Cloq && !calibration.is_empty() {
+            Some(this.collect_grams(&plan, calibration)?)
+        } else {
+            None
+        };
+        for (i, slot, name, rank, alpha) in plan {
+            let gram = grams.as_ref().and_then(|g| g[i][slot].clone());
+            this.attach(i, slot, &name, rank, alpha, gram.as_ref())?;
+            // Free the wrapped model's copy of a replaced base weight.
+            let [o, n] = this.linears[i][slot].base.shape();
+            model_linear(&mut this.model, i, slot).weight.value =
+                mlx_rs::ops::zeros::<f32>(&[o, n])?;
+        }
+        Ok(this)
+    }
+
+    fn attach(
+        &mut self,
+        i: usize,
+        slot: usize,
+        name: &str,
+        rank: usize,
+        alpha: f32,
+        gram: Option<&Array>,
+    ) -> Result<()> {
+        let c = self.config.clone();
+        let lin = &mut self.linears[i][slot];
+        let w = lin.base.dense()?.as_type::<f32>()?;
+        let [out, inp] = [w.dim(0) as usize, w.dim(1) as usize];
+        if rank > out.min(inp) {
+            return Err(Error::invalid(
+                "rank",
+                format!("{rank} for `{name}`"),
+                format!("at most {} (min of its shape [{out}, {inp}])", out.min(inp)),
+            ));
+        }
+        let scale = c.method.scale(rank, alpha);
+        let quant = |m: &Array| -> Result<BaseWeight> {
+            Ok(match c.quantized_base {
+                Some(spec) => BaseWeight::Quantized(QuantizedWeight::quantize(m, spec, name)?),
+                None => BaseWeight::Dense(m.clone()),
+            })
+        };
+        let (a, b, base, init, magnitude) = match c.method {
+            Method::Lora | Method::RsLora | Method::Dora => {
+                let (a, b) = lora::init(name, rank, inp, out, c.seed)?;
+                let base = quant(&w)?;
+                let magnitude = if c.method == Method::Dora {
+                    Some(dora::row_norms(&base.dense()?)?)
+                } else {
+                    None
+                };
+                (a, b, base, None, magnitude)
+            }
+            Method::Pissa => {
+                let (a, b, res) = pissa::init(name, &w, rank, scale, c.svd, c.seed)?;
+                (a.clone(), b.clone(), quant(&res)?, Some((a, b)), None)
+            }
+            Method::Cloq => {
+                let base = quant(&w)?;
+                let delta = w.subtract(base.dense()?)?;
+                let gram = gram.ok_or_else(|| {
+                    Error::invalid(
+                        "calibration",
+                        format!("missing for `{name}`"),
+                        "a Gram matrix",
+                    )
+                })?;
+                let (a, b) = cloq::init(&delta, gram, rank, scale, c.cloq_lambda)?;
+                (a.clone(), b.clone(), base, Some((a, b)), None)
+            }
+        };
+        mlx_rs::transforms::eval([&a, &b])?;
+        lin.base = base;
+        lin.adapter = Some(Adapter {
+            method: c.method,
+            rank,
+            alpha,
+            scale,
+            a,
+            b,
+            magnitude,
+            init,
+            detach_norm: c.dora_detach_norm,
+        });
+        Ok(())
+    }
+
+    /// The adapter configuration.
+    pub fn config(&self) -> &PeftConfig {
+        &self.config
+    }
+
+    /// The wrapped model's runtime configuration.
+    pub fn model_config(&self) -> &ModelConfig {
+        self.model.config()
+    }
+
+    /// Every projection with its module name, in layer and forward order.
+    pub fn modules(&self) -> impl Iterator<Item = (String, &AdaptedLinear)> {
+        self.linears.iter().enumerate().flat_map(|(i, row)| {
+            row.iter()
+                .enumerate()
+                .map(move |(s, l)| (module_name(i, s), l))
+        })
+    }
+
+    /// The projection called `name` (`model.layers.0.self_attn.q_proj`).
+    pub fn module(&self, name: &str) -> Option<&AdaptedLinear> {
+        let rest = name.strip_prefix("model.layers.")?;
+        let (i, rest) = rest.split_once('.')?;
+        let i: usize = i.parse().ok()?;
+        let slot = PROJECTIONS
+            .iter()
+            .position(|(b, p)| rest == format!("{b}.{p}"))?;
+        self.linears.get(i)?.get(slot)
+    }
+
+    pub(crate) fn module_mut(&mut self, name: &str) -> Option<&mut AdaptedLinear> {
+        let rest = name.strip_prefix("model.layers.")?;
+        let (i, rest) = rest.split_once('.')?;
+        let i: usize = i.parse().ok()?;
+        let slot = PROJECTIONS
+            .iter()
+            .position(|(b, p)| rest == format!("{b}.{p}"))?;
+        self.linears.get_mut(i)?.get_mut(slot)
+    }
+
+    /// The trainable arrays by name: `<module>.lora_A`, `<module>.lora_B`
+    /// and (DoRA) `<module>.lora_magnitude`.
+    pub fn trainable_parameters(&self) -> BTreeMap<String, Array> {
+        let mut out = BTreeMap::new();
+        for (name, lin) in self.modules() {
+            if let Some(ad) = &lin.adapter {
+                out.insert(format!("{name}.lora_A"), ad.a.clone());
+                out.insert(format!("{name}.lora_B"), ad.b.clone());
+                if let Some(m) = &ad.magnitude {
+                    out.insert(format!("{name}.lora_magnitude"), m.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Number of trainable scalars.
+    pub fn num_trainable(&self) -> usize {
+        self.trainable_parameters().values().map(|a| a.size()).sum()
+    }
+
+    /// Sets trainable arrays by the names of [`trainable_parameters`](Self::trainable_parameters).
+    pub fn set_trainable<'a>(
+        &mut self,
+        params: impl IntoIterator<Item = (&'a str, &'a Array)>,
+    ) -> Result<()> {
+        for (key, value) in params {
+            let (module, field) = key.rsplit_once('.').ok_or_else(|| {
+                Error::invalid("parameter", key, "`<module>.lora_A|lora_B|lora_magnitude`")
+            })?;
+            let ad = self
+                .module_mut(module)
+                .and_then(|l| l.adapter.as_mut())
+                .ok_or_else(|| {
+                    Error::invalid("parameter", key, "the name of an adapter parameter")
+                })?;
+            let slot = match field {
+                "lora_A" => &mut ad.a,
+                "lora_B" => &mut ad.b,
+                "lora_magnitude" => ad.magnitude.get_or_insert_with(|| value.clone()),
+                _ => {
+                    return Err(Error::invalid(
+                        "parameter",
+                        key,
+                        "`<module>.lora_A|lora_B|lora_magnitude`",
+                    ));
+                }
+            };
+            if slot.shape() != value.shape() {
+                return Err(Error::Shape {
+                    path: "<memory>".into(),
+                    name: key.to_string(),
+                    found: value.shape().to_vec(),
+                    expected: slot.shape().to_vec(),
+                });
+            }
+            *slot = value.clone();
+        }
+        Ok(())
+    }
+
+    pub(crate) fn set_trainable_map(&mut self, params: &HashMap<Rc<str>, Array>) -> Result<()> {
+        self.set_trainable(params.iter().map(|(k, v)| (&**k, v)))
+    }
+
+    /// Logits `[batch, seq, vocab]` for token ids `[batch, seq]`.
+    pub fn forward(&mut self, tokens: &Array) -> Result<Array> {
+        self.forward_impl(tokens, None)
+    }
+
+    fn forward_impl(&mut self, tokens: &Array, mut grams: Option<&mut Grams>) -> Result<Array> {
+        if tokens.ndim() != 2 {
+            return Err(Error::invalid(
+                "tokens",
+                format!("shape {:?}", tokens.shape()),
+                "a [batch, seq] array",
+            ));
+        }
+        let c = self.model.config().clone();
+        let (nh, nkv, hd) = (c.num_heads as i32, c.num_kv_heads as i32, c.head_dim as i32);
+        let scale = (c.head_dim as f32).powf(-0.5);
+        let (bsz, len) = (tokens.dim(0), tokens.dim(1));
+        let mut h = self.model.model.embed_tokens.forward(tokens)?;
+        let linears = &self.linears;
+        let rope = &self.rope;
+        for (i, layer) in self.model.model.layers.iter_mut().enumerate() {
+            let lin = &linears[i];
+            let mut capture = |slot: usize, x: &Array| -> Result<()> {
+                if let Some(g) = grams.as_deref_mut()
+                    && let Some(acc) = g[i][slot].as_mut()
+                {
+                    let d = x.dim(-1);
+                    let x2 = x.reshape(&[-1, d])?.as_type::<f32>()?;
+                    *acc = acc.add(x2.t().matmul(&x2)?)?;
+                    acc.eval()?;
+                }
+                Ok(())
+            };
+            let normed = layer.input_layernorm.forward(&h)?;
+            for slot in 0..3 {
+                capture(slot, &normed)?;
+            }
+            let split = |a: Array, heads: i32| -> Result<Array> {
+                Ok(a.reshape(&[bsz, len, heads, hd])?
+                    .transpose_axes(&[0, 2, 1, 3])?)
+            };
+            let q = split(lin[0].forward(&normed)?, nh)?;
+            let k = split(lin[1].forward(&normed)?, nkv)?;
+            let v = split(lin[2].forward(&normed)?, nkv)?;
+            let q = rope.apply(&q)?;
+            let k = rope.apply(&k)?;
+            let mask = (len > 1).then_some(ScaledDotProductAttentionMask::Causal);
+            let att = mlx_rs::fast::scaled_dot_product_attention(&q, &k, &v, scale, mask, None)?;
+            let att = att
+                .transpose_axes(&[0, 2, 1, 3])?
+                .reshape(&[bsz, len, nh * hd])?;
+            capture(3, &att)?;
+            h = h.add(lin[3].forward(&att)?)?;
+            let normed = layer.post_attention_layernorm.forward(&h)?;
+            capture(4, &normed)?;
+            capture(5, &normed)?;
+            let gate = lin[4].forward(&normed)?;
+            let silu = gate.multiply(mlx_rs::ops::sigmoid(&gate)?)?;
+            let up = lin[5].forward(&normed)?;
+            let act = silu.multiply(&up)?;
+            capture(6, &act)?;
+            h = h.add(lin[6].forward(&act)?)?;
+        }
+        let h = self.model.model.norm.forward(&h)?;
+        Ok(match &mut self.model.lm_head {
+            Some(head) => head.forward(&h)?,
+            None => self.model.model.embed_tokens.as_linear(&h)?,
+        })
+    }
+
+    /// Fuses every adapter into its base (dequantizing a quantized base),
+    /// keeping the old base for [`unfuse`](Self::unfuse).
+    pub fn fuse(&mut self) -> Result<()> {
+        for row in &mut self.linears {
+            for l in row {
+                l.fuse()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes [`fuse`](Self::fuse).
+    pub fn unfuse(&mut self) {
+        for row in &mut self.linears {
+            for l in row {
+                l.unfuse();
+            }
+        }
+    }
+
+    /// A plain forge-model [`Model`] whose projections hold the merged
+    /// weights `W'` (f32): for generation, evaluation and GGUF export.
+    pub fn merged_model(&self) -> Result<Model> {
+        let mut m = self.model.clone();
+        for (i, row) in self.linears.iter().enumerate() {
+            for (slot, l) in row.iter().enumerate() {
+                let w = l.merged_weight()?;
+                model_linear(&mut m, i, slot).weight.value = w;
+            }
+        }
+        Ok(m)
+    }
+}
