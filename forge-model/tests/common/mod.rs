@@ -32,6 +32,22 @@ pub fn smollm2_gguf() -> Option<PathBuf> {
     None
 }
 
+/// The gguf-py python (`venv/bin/python` of the peers), or `None` after the
+/// skip line.
+pub fn gguf_py_python() -> Option<PathBuf> {
+    let python = peers_dir().join("venv/bin/python");
+    let works = python.is_file()
+        && Command::new(&python)
+            .args(["-c", "import gguf"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if works {
+        return Some(python);
+    }
+    skip_or_fail(&format!("gguf-py not found at {}", python.display()));
+    None
+}
+
 /// The node-llama-cpp peer folder (with `node_modules/node-llama-cpp`) and
 /// the `node` binary, or `None` after the skip line.
 pub fn node_llama_cpp() -> Option<(PathBuf, PathBuf)> {
@@ -148,4 +164,44 @@ pub fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
                 .fold(0.0f32, f32::max)
         })
         .fold(0.0f32, f32::max)
+}
+
+/// Runs `tests/reference/llama_cpp.mjs` with `request` (see the script for
+/// the fields) and returns its JSON response.
+pub fn llama_cpp_reference(
+    dir: &Path,
+    node: &Path,
+    request: &serde_json::Value,
+) -> serde_json::Value {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let req = tmp.path().join("request.json");
+    let resp = tmp.path().join("response.json");
+    std::fs::write(&req, request.to_string()).expect("write request");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/llama_cpp.mjs");
+    let out = Command::new(node)
+        .current_dir(dir)
+        .arg(&script)
+        .arg(&req)
+        .arg(&resp)
+        .output()
+        .expect("run node");
+    assert!(
+        out.status.success(),
+        "llama.cpp reference failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(&resp).expect("read response")).expect("json")
+}
+
+/// The lines of a JSONL file under `tests/data`, parsed.
+pub fn jsonl(name: &str) -> Vec<serde_json::Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
+    std::fs::read_to_string(&path)
+        .expect("read corpus")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("jsonl line"))
+        .collect()
 }
