@@ -15,6 +15,25 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A language CodeBLEU or the runners do not support.
+    #[error("unsupported language {0:?} (supported: python, rust)")]
+    UnsupportedLanguage(String),
+    /// An argument out of its range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The sandbox could not be set up (not a failure of the sample).
+    #[error("sandbox: {0}")]
+    Sandbox(String),
+    /// A data file line that does not parse.
+    #[error("{path}:{line}: {message}")]
+    Data {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What was wrong.
+        message: String,
+    },
 }
 
 /// `Result` with [`Error`].
