@@ -9,6 +9,7 @@ mod loss;
 mod methods;
 mod model;
 mod quant;
+mod save;
 mod target;
 mod util;
 
@@ -21,4 +22,5 @@ pub use methods::Method;
 pub use methods::cloq::weighted_error as cloq_objective;
 pub use model::{PROJECTIONS, PeftModel, calibration_grams, module_name};
 pub use quant::{QuantSpec, QuantizedWeight};
+pub use save::{ADAPTER_CONFIG, MLX_LM_WEIGHTS, PEFT_WEIGHTS, PlainLora};
 pub use target::TargetRule;

@@ -190,7 +190,7 @@ impl PeftModel {
         Self::build(model, config, calibration)
     }
 
-    fn plain(mut model: Model, config: PeftConfig) -> Self {
+    pub(crate) fn plain(mut model: Model, config: PeftConfig) -> Self {
         let n_layers = model.model.layers.len();
         let mut linears = Vec::with_capacity(n_layers);
         for i in 0..n_layers {
