@@ -187,52 +187,103 @@ pub(super) fn make_q3_quants(nmax: i32, x: &[f32; 16], l_out: &mut [i8; 16]) -> 
 /// Symmetric fit with weights `x²` over 19 trial scales around `−nmax/max`
 /// (llama.cpp `make_qx_quants` with `rmse_type = 1` and no importance
 /// weights). `L = l + nmax ∈ 0..2·nmax`; an all-zero group gives `L = 0`.
+///
+/// C runs the first pass (`is = 0`) and then the trials `is = −9..=9` one after
+/// the other, each summing over the group in order. Here all 19 scales are
+/// summed side by side (one accumulator pair per trial, each still summed in
+/// the group's order, so every sum is the same f32 value); that turns 19
+/// serial add chains into vector lanes. The sequential choice of the best
+/// trial is then replayed on the sums, and the winner's levels recomputed.
 #[inline(always)]
 pub(super) fn make_qx_quants(nmax: i32, x: &[f32; 16], l_out: &mut [u8; 16]) -> f32 {
+    /// Trials `is = −9..=9` at lane `is + 9`, padded to a whole number of vectors.
+    const LANES: usize = 20;
     let (max, amax) = absmax_from_zero(x);
     if amax < GROUP_MAX_EPS {
         l_out.fill(0);
         return 0.0;
     }
-    let mut iscale = -(nmax as f32) / max;
-    let mut sumlx = 0f32;
-    let mut suml2 = 0f32;
-    for i in 0..16 {
-        let l = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
-        l_out[i] = (l + nmax) as u8;
-        let w = x[i] * x[i];
-        let lf = l as f32;
-        sumlx += w * x[i] * lf;
-        suml2 += w * lf * lf;
+    let nmax_f = nmax as f32;
+    let mut iscale = [0f32; LANES];
+    for (t, s) in iscale.iter_mut().enumerate() {
+        // lane 9 (is = 0) is C's first pass: nmax + 0.1·0 == nmax exactly
+        *s = -(nmax_f + 0.1 * (t as i32 - 9) as f32) / max;
     }
-    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
-    let mut best = scale * sumlx;
-    for is in -9i32..=9 {
-        if is == 0 {
-            continue;
+    let mut sumlx = [0f32; LANES];
+    let mut suml2 = [0f32; LANES];
+    for &xi in x {
+        let w = xi * xi;
+        let wx = w * xi;
+        for t in 0..LANES {
+            let lf = nearest_int(iscale[t] * xi).clamp(-nmax, nmax - 1) as f32;
+            sumlx[t] += wx * lf;
+            suml2[t] += w * lf * lf;
         }
-        iscale = -(nmax as f32 + 0.1 * is as f32) / max;
-        sumlx = 0.0;
-        suml2 = 0.0;
-        let mut ls = [0i32; 16];
-        for i in 0..16 {
-            ls[i] = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
+    }
+    let mut best_t = 9;
+    let mut scale = if suml2[9] != 0.0 {
+        sumlx[9] / suml2[9]
+    } else {
+        0.0
+    };
+    let mut best = scale * sumlx[9];
+    for t in (0..9).chain(10..19) {
+        if suml2[t] > 0.0 && sumlx[t] * sumlx[t] > best * suml2[t] {
+            best_t = t;
+            scale = sumlx[t] / suml2[t];
+            best = scale * sumlx[t];
         }
-        for i in 0..16 {
-            let w = x[i] * x[i];
-            let lf = ls[i] as f32;
-            sumlx += w * x[i] * lf;
-            suml2 += w * lf * lf;
-        }
-        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
-            for i in 0..16 {
-                l_out[i] = (ls[i] + nmax) as u8;
-            }
-            scale = sumlx / suml2;
-            best = scale * sumlx;
-        }
+    }
+    let is = iscale[best_t];
+    for (l, &xi) in l_out.iter_mut().zip(x) {
+        *l = (nearest_int(is * xi).clamp(-nmax, nmax - 1) + nmax) as u8;
     }
     scale
+}
+
+/// `out[i] = d · q[i] − m` (one f32 multiply, then a subtract), for 32 quants.
+///
+/// On x86_64 this is written with SSE2 intrinsics (part of the x86_64
+/// baseline, so no runtime detection is needed): LLVM's auto-vectorizer widens
+/// only four bytes per load here, while one 16-byte load unpacked to four
+/// `i32x4` is about half the instructions. `cvtdq2ps`, `mulps` and `subps`
+/// round exactly as the scalar `f32` operations, so the results are the same
+/// bits as the portable loop used elsewhere.
+#[inline(always)]
+pub(super) fn scale_sub(q: &[u8], d: f32, m: f32, out: &mut [f32; 32]) {
+    let q: &[u8; 32] = q.try_into().expect("32 quants");
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            __m128i, _mm_cvtepi32_ps, _mm_loadu_si128, _mm_mul_ps, _mm_set1_ps, _mm_setzero_si128,
+            _mm_storeu_ps, _mm_sub_ps, _mm_unpackhi_epi8, _mm_unpackhi_epi16, _mm_unpacklo_epi8,
+            _mm_unpacklo_epi16,
+        };
+        // SAFETY: SSE2 is enabled on every x86_64 target, so the intrinsics
+        // are available; each chunk is 16 bytes in and 4 × 4 f32 out, read
+        // and written unaligned through pointers into those chunks.
+        unsafe {
+            let (dv, mv, z) = (_mm_set1_ps(d), _mm_set1_ps(m), _mm_setzero_si128());
+            for (qc, oc) in q.chunks_exact(16).zip(out.chunks_exact_mut(16)) {
+                let v = _mm_loadu_si128(qc.as_ptr().cast::<__m128i>());
+                let (lo, hi) = (_mm_unpacklo_epi8(v, z), _mm_unpackhi_epi8(v, z));
+                let words = [
+                    _mm_unpacklo_epi16(lo, z),
+                    _mm_unpackhi_epi16(lo, z),
+                    _mm_unpacklo_epi16(hi, z),
+                    _mm_unpackhi_epi16(hi, z),
+                ];
+                for (w, o) in words.into_iter().zip(oc.chunks_exact_mut(4)) {
+                    let f = _mm_sub_ps(_mm_mul_ps(dv, _mm_cvtepi32_ps(w)), mv);
+                    _mm_storeu_ps(o.as_mut_ptr(), f);
+                }
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    for (o, &v) in out.iter_mut().zip(q) {
+        *o = d * f32::from(v) - m;
+    }
 }
 
 /// The 6-bit scale and min of sub-block `j` (0..8) from Q4_K/Q5_K's 12 packed

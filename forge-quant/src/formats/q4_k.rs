@@ -19,7 +19,7 @@
 //! `dmin = max_min / 63`, then `q = clamp(nearest((x + dmin·m_g) / (d·sc_g)), 0, 15)`.
 
 use super::get_f16;
-use super::kquants::{QK_K, get_scale_min_k4, quantize_qk_asym};
+use super::kquants::{QK_K, get_scale_min_k4, quantize_qk_asym, scale_sub};
 use crate::{BlockFormat, GgmlType};
 
 pub(super) const DMIN: usize = 2;
@@ -66,10 +66,16 @@ impl BlockFormat for Q4_K {
                 .try_into()
                 .expect("32 bytes");
             let out: &mut [f32; 64] = (&mut y[64 * c..64 * c + 64]).try_into().expect("64 values");
-            for l in 0..32 {
-                out[l] = d1 * f32::from(q[l] & 0x0f) - m1;
-                out[l + 32] = d2 * f32::from(q[l] >> 4) - m2;
+            // the nibbles as bytes first (16 per vector op), then to f32
+            let mut lv = [0u8; 64];
+            let (l1, l2) = lv.split_at_mut(32);
+            for ((a, b), &v) in l1.iter_mut().zip(l2.iter_mut()).zip(q) {
+                *a = v & 0x0f;
+                *b = v >> 4;
             }
+            let (o1, o2) = out.split_at_mut(32);
+            scale_sub(l1, d1, m1, o1.try_into().expect("32 values"));
+            scale_sub(l2, d2, m2, o2.try_into().expect("32 values"));
         }
     }
 }
