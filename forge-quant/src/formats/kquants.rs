@@ -22,19 +22,32 @@ pub(super) fn nearest_int(f: f32) -> i32 {
 }
 
 /// The value of largest magnitude, strict `>` from zero (C's loop: an
-/// all-zero group returns `(0, 0)`).
+/// all-zero group returns `(0, 0)`; NaNs are skipped).
+///
+/// The largest magnitude is exact whatever the order, so it is found in eight
+/// independent lanes; the first element of that magnitude then gives the
+/// signed value, which is where C's strict `>` scan stops updating.
 #[inline(always)]
-fn absmax_from_zero(x: &[f32]) -> (f32, f32) {
-    let mut max = 0f32;
-    let mut amax = 0f32;
-    for &v in x {
-        let ax = v.abs();
-        if ax > amax {
-            amax = ax;
-            max = v;
+fn absmax_from_zero(x: &[f32; 16]) -> (f32, f32) {
+    let mut lanes = [0f32; 8];
+    for c in x.chunks_exact(8) {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            let a = v.abs();
+            *m = if a > *m { a } else { *m };
         }
     }
-    (max, amax)
+    let mut amax = lanes[0];
+    for &m in &lanes[1..] {
+        amax = if m > amax { m } else { amax };
+    }
+    if amax == 0.0 {
+        return (0.0, 0.0);
+    }
+    let mut first = 0u32;
+    for (j, v) in x.iter().enumerate() {
+        first |= u32::from(v.abs() == amax) << j;
+    }
+    (x[first.trailing_zeros() as usize & 15], amax)
 }
 
 /// Asymmetric fit `x ≈ scale·L + min` with `L ∈ 0..=nmax`, minimising the
@@ -134,6 +147,10 @@ pub(super) fn make_qkx2_quants<const N: usize>(
 /// Symmetric fit `x ≈ scale·(L − nmax)` with `L ∈ 0..2·nmax`, weights `x²`,
 /// refined by coordinate descent (llama.cpp `make_q3_quants` with
 /// `do_rmse = true`). An all-zero group gives `L = 0` and scale 0.
+///
+/// The per-value products `w·x` and `w` are computed once up front (C
+/// recomputes the same f32 values each time), the first levels and their
+/// products vectorize, and the sums keep C's order.
 #[inline(always)]
 pub(super) fn make_q3_quants(nmax: i32, x: &[f32; 16], l_out: &mut [i8; 16]) -> f32 {
     let (max, amax) = absmax_from_zero(x);
@@ -142,29 +159,34 @@ pub(super) fn make_q3_quants(nmax: i32, x: &[f32; 16], l_out: &mut [i8; 16]) -> 
         return 0.0;
     }
     let iscale = -(nmax as f32) / max;
+    let mut w = [0f32; 16];
+    let mut wx = [0f32; 16];
+    let mut lf = [0f32; 16];
+    for i in 0..16 {
+        let l = nearest_int(iscale * x[i]).max(-nmax).min(nmax - 1);
+        l_out[i] = l as i8;
+        w[i] = x[i] * x[i];
+        wx[i] = w[i] * x[i];
+        lf[i] = l as f32;
+    }
     let mut sumlx = 0f32;
     let mut suml2 = 0f32;
     for i in 0..16 {
-        let l = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
-        l_out[i] = l as i8;
-        let w = x[i] * x[i];
-        let lf = l as f32;
-        sumlx += w * x[i] * lf;
-        suml2 += w * lf * lf;
+        sumlx += wx[i] * lf[i];
+        suml2 += w[i] * lf[i] * lf[i];
     }
     for _ in 0..5 {
         let mut n_changed = 0;
         for i in 0..16 {
-            let w = x[i] * x[i];
             let li = f32::from(l_out[i]);
-            let mut slx = sumlx - w * x[i] * li;
+            let mut slx = sumlx - wx[i] * li;
             if slx > 0.0 {
-                let mut sl2 = suml2 - w * li * li;
-                let new_l = nearest_int(x[i] * sl2 / slx).clamp(-nmax, nmax - 1);
+                let mut sl2 = suml2 - w[i] * li * li;
+                let new_l = nearest_int(x[i] * sl2 / slx).max(-nmax).min(nmax - 1);
                 if new_l != i32::from(l_out[i]) {
                     let nl = new_l as f32;
-                    slx += w * x[i] * nl;
-                    sl2 += w * nl * nl;
+                    slx += wx[i] * nl;
+                    sl2 += w[i] * nl * nl;
                     if sl2 > 0.0 && slx * slx * suml2 > sumlx * sumlx * sl2 {
                         l_out[i] = new_l as i8;
                         sumlx = slx;

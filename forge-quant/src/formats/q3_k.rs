@@ -96,17 +96,18 @@ impl BlockFormat for Q3_K {
             if d == 0.0 {
                 continue;
             }
-            for ii in 0..16 {
-                let l = nearest_int(x[16 * j + ii] / d).clamp(-4, 3);
-                levels[16 * j + ii] = (l + 4) as i8;
+            let xs = &x[16 * j..16 * j + 16];
+            for (l, &v) in levels[16 * j..16 * j + 16].iter_mut().zip(xs) {
+                *l = (nearest_int(v / d).max(-4).min(3) + 4) as i8;
             }
         }
 
+        // levels are 0..=7: bit 2 goes to hmask, bits 0..2 stay
         let mut hmask = [0u8; 32];
-        for (j, l) in levels.iter_mut().enumerate() {
-            if *l > 3 {
-                hmask[j % 32] |= 1 << (j / 32);
-                *l -= 4;
+        for (r, row) in levels.chunks_exact_mut(32).enumerate() {
+            for (h, l) in hmask.iter_mut().zip(row) {
+                *h |= ((*l as u8 >> 2) & 1) << r;
+                *l &= 3;
             }
         }
         y[..32].copy_from_slice(&hmask);
