@@ -67,8 +67,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()?;
 
-    let mut by_lang: Vec<(Lang, Vec<(usize, String, String)>)> =
-        vec![(Lang::Python, vec![]), (Lang::Rust, vec![])];
+    type Items = Vec<(usize, String, String)>;
+    let mut by_lang: Vec<(Lang, Items)> = vec![(Lang::Python, vec![]), (Lang::Rust, vec![])];
     for (i, r) in rows.iter().enumerate() {
         let slot = if r["lang"] == "python" { 0 } else { 1 };
         by_lang[slot].1.push((
