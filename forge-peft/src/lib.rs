@@ -11,6 +11,7 @@ mod model;
 mod quant;
 mod save;
 mod target;
+mod train;
 mod util;
 
 pub use adapter::{AdaptedLinear, Adapter, BaseWeight};
@@ -24,3 +25,9 @@ pub use model::{PROJECTIONS, PeftModel, calibration_grams, module_name};
 pub use quant::{QuantSpec, QuantizedWeight};
 pub use save::{ADAPTER_CONFIG, MLX_LM_WEIGHTS, PEFT_WEIGHTS, PlainLora};
 pub use target::TargetRule;
+pub use train::config::{AdapterFile, DataConfig, DataFile, RunConfig, RunFile};
+pub use train::data::{Example, PromptStyle, collate, pack, read_records, tokenize};
+pub use train::optim::{AdamW, Schedule, learning_rate};
+pub use train::trainer::{
+    StepMetrics, TrainOptions, TrainReport, Trainer, latest_checkpoint, peak_rss,
+};

@@ -1,0 +1,6 @@
+//! The trainer: data, optimizer, loop, configuration.
+
+pub(crate) mod config;
+pub(crate) mod data;
+pub(crate) mod optim;
+pub(crate) mod trainer;

@@ -1,0 +1,151 @@
+//! AdamW with decoupled weight decay, learning-rate schedules, clipping.
+//!
+//! Loshchilov & Hutter 2019, *Decoupled Weight Decay Regularization*
+//! (arXiv:1711.05101), Algorithm 2, with Adam's bias correction (Kingma & Ba
+//! 2015, arXiv:1412.6980):
+//!
+//! ```text
+//! m ← β₁m + (1−β₁)g     v ← β₂v + (1−β₂)g²
+//! θ ← θ − η_t (m/(1−β₁ᵗ)) / (√(v/(1−β₂ᵗ)) + ε) − η_t λ θ
+//! ```
+//!
+//! Weight decay is not applied to biases, norms and DoRA magnitudes (names
+//! ending in `bias`, `norm.weight`, `lora_magnitude`).
+
+use std::collections::BTreeMap;
+
+use mlx_rs::Array;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// The learning-rate schedule after warmup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    /// Constant.
+    Constant,
+    /// Cosine decay to `min_lr`.
+    #[default]
+    Cosine,
+    /// Linear decay to `min_lr`.
+    Linear,
+}
+
+/// Learning rate at optimizer step `step` (0-based): linear warmup from
+/// `lr/warmup` to `lr`, then the schedule down to `min_lr` at `total`.
+pub fn learning_rate(
+    step: usize,
+    lr: f32,
+    min_lr: f32,
+    warmup: usize,
+    total: usize,
+    schedule: Schedule,
+) -> f32 {
+    if step < warmup {
+        return lr * (step + 1) as f32 / warmup as f32;
+    }
+    let span = total.saturating_sub(warmup).max(1) as f32;
+    let t = ((step - warmup) as f32 / span).clamp(0.0, 1.0);
+    match schedule {
+        Schedule::Constant => lr,
+        Schedule::Cosine => min_lr + 0.5 * (lr - min_lr) * (1.0 + (std::f32::consts::PI * t).cos()),
+        Schedule::Linear => lr + (min_lr - lr) * t,
+    }
+}
+
+/// Whether `name` gets weight decay.
+pub(crate) fn decays(name: &str) -> bool {
+    !(name.ends_with("bias") || name.ends_with("norm.weight") || name.ends_with("lora_magnitude"))
+}
+
+/// AdamW state.
+#[derive(Debug, Clone)]
+pub struct AdamW {
+    /// β₁, β₂.
+    pub betas: (f32, f32),
+    /// ε.
+    pub eps: f32,
+    /// λ.
+    pub weight_decay: f32,
+    /// Steps taken.
+    pub t: u64,
+    /// First moments by parameter name.
+    pub m: BTreeMap<String, Array>,
+    /// Second moments by parameter name.
+    pub v: BTreeMap<String, Array>,
+}
+
+impl AdamW {
+    /// Fresh state.
+    pub fn new(betas: (f32, f32), eps: f32, weight_decay: f32) -> Self {
+        Self {
+            betas,
+            eps,
+            weight_decay,
+            t: 0,
+            m: BTreeMap::new(),
+            v: BTreeMap::new(),
+        }
+    }
+
+    /// One step: returns the updated parameters.
+    pub fn step(
+        &mut self,
+        params: &BTreeMap<String, Array>,
+        grads: &BTreeMap<String, Array>,
+        lr: f32,
+    ) -> Result<BTreeMap<String, Array>> {
+        self.t += 1;
+        let (b1, b2) = self.betas;
+        let c1 = 1.0 - b1.powi(self.t as i32);
+        let c2 = 1.0 - b2.powi(self.t as i32);
+        let f = Array::from_f32;
+        let mut out = BTreeMap::new();
+        for (k, p) in params {
+            let Some(g) = grads.get(k) else {
+                out.insert(k.clone(), p.clone());
+                continue;
+            };
+            let m0 = match self.m.get(k) {
+                Some(m) => m.clone(),
+                None => mlx_rs::ops::zeros_like(p)?,
+            };
+            let v0 = match self.v.get(k) {
+                Some(v) => v.clone(),
+                None => mlx_rs::ops::zeros_like(p)?,
+            };
+            let m = m0.multiply(f(b1))?.add(g.multiply(f(1.0 - b1))?)?;
+            let v = v0
+                .multiply(f(b2))?
+                .add(g.square()?.multiply(f(1.0 - b2))?)?;
+            let update = m
+                .divide(f(c1))?
+                .divide(v.divide(f(c2))?.sqrt()?.add(f(self.eps))?)?;
+            let mut np = p.subtract(update.multiply(f(lr))?)?;
+            if self.weight_decay > 0.0 && decays(k) {
+                np = np.subtract(p.multiply(f(lr * self.weight_decay))?)?;
+            }
+            self.m.insert(k.clone(), m);
+            self.v.insert(k.clone(), v);
+            out.insert(k.clone(), np);
+        }
+        Ok(out)
+    }
+}
+
+/// Global L2 norm of the gradients.
+pub(crate) fn global_norm(grads: &BTreeMap<String, Array>) -> Result<f32> {
+    let mut total: Option<Array> = None;
+    for g in grads.values() {
+        let s = g.square()?.sum(None)?;
+        total = Some(match total {
+            Some(t) => t.add(s)?,
+            None => s,
+        });
+    }
+    let Some(t) = total else { return Ok(0.0) };
+    let n = t.sqrt()?;
+    n.eval()?;
+    Ok(n.as_slice::<f32>()[0])
+}

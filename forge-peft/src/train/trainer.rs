@@ -1,0 +1,538 @@
+//! The training loop: gradient accumulation, clipping, AdamW with a
+//! schedule, evaluation, atomic checkpoints with exact resume, a divergence
+//! guard, JSONL metrics and a progress callback.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use mlx_rs::Array;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::loss::{Batch, loss_and_grad, masked_nll_sum};
+use crate::model::PeftModel;
+use crate::save::{read_tensors, write_tensors};
+use crate::train::data::{Example, micro_batch};
+use crate::train::optim::{AdamW, Schedule, global_norm, learning_rate};
+use crate::util::write_atomic;
+
+/// Optimisation and bookkeeping options (the `[train]` table of the TOML).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainOptions {
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Examples per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step (the loss is averaged over all their tokens).
+    pub grad_accum: usize,
+    /// Peak learning rate.
+    pub lr: f32,
+    /// Final learning rate of the decay.
+    pub min_lr: f32,
+    /// Linear warmup steps.
+    pub warmup: usize,
+    /// Decay after warmup.
+    pub schedule: Schedule,
+    /// AdamW λ (not applied to biases, norms, DoRA magnitudes).
+    pub weight_decay: f32,
+    /// AdamW β₁.
+    pub beta1: f32,
+    /// AdamW β₂.
+    pub beta2: f32,
+    /// AdamW ε.
+    pub eps: f32,
+    /// Clip the global gradient norm to this value (0 = off).
+    pub clip_grad_norm: f32,
+    /// Validation every N steps (0 = never).
+    pub eval_every: usize,
+    /// Validation batches per evaluation.
+    pub eval_batches: usize,
+    /// Checkpoint every N steps (0 = never).
+    pub save_every: usize,
+    /// Data-order seed.
+    pub seed: u64,
+    /// Stop when the loss exceeds this multiple of its running mean.
+    pub spike_factor: f32,
+    /// Steps before the spike test starts.
+    pub spike_warmup: usize,
+    /// Run directory: `metrics.jsonl`, `checkpoints/`.
+    pub output_dir: Option<PathBuf>,
+    /// Stop after this many steps in this call (the schedule still spans
+    /// `steps`); for interrupting and resuming.
+    #[serde(skip)]
+    pub stop_after: Option<usize>,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            steps: 100,
+            batch_size: 4,
+            grad_accum: 1,
+            lr: 1e-4,
+            min_lr: 0.0,
+            warmup: 0,
+            schedule: Schedule::Cosine,
+            weight_decay: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            clip_grad_norm: 1.0,
+            eval_every: 0,
+            eval_batches: 4,
+            save_every: 0,
+            seed: 0,
+            spike_factor: 4.0,
+            spike_warmup: 10,
+            output_dir: None,
+            stop_after: None,
+        }
+    }
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta] $name:ident: $field:ident: $ty:ty),* $(,)?) => {$(
+        #[$doc]
+        #[must_use]
+        pub fn $name(mut self, v: $ty) -> Self { self.$field = v; self }
+    )*};
+}
+
+impl TrainOptions {
+    /// Defaults with `steps` steps.
+    pub fn new(steps: usize) -> Self {
+        Self {
+            steps,
+            ..Self::default()
+        }
+    }
+    setter! {
+        /// Batch size.
+        with_batch_size: batch_size: usize,
+        /// Gradient accumulation.
+        with_grad_accum: grad_accum: usize,
+        /// Peak learning rate.
+        with_lr: lr: f32,
+        /// Final learning rate.
+        with_min_lr: min_lr: f32,
+        /// Warmup steps.
+        with_warmup: warmup: usize,
+        /// Schedule.
+        with_schedule: schedule: Schedule,
+        /// Weight decay.
+        with_weight_decay: weight_decay: f32,
+        /// Gradient clipping (0 = off).
+        with_clip_grad_norm: clip_grad_norm: f32,
+        /// Evaluation period.
+        with_eval_every: eval_every: usize,
+        /// Evaluation batches.
+        with_eval_batches: eval_batches: usize,
+        /// Checkpoint period.
+        with_save_every: save_every: usize,
+        /// Data seed.
+        with_seed: seed: u64,
+        /// Spike factor.
+        with_spike_factor: spike_factor: f32,
+        /// Spike warmup.
+        with_spike_warmup: spike_warmup: usize,
+    }
+    /// Run directory.
+    #[must_use]
+    pub fn with_output_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.output_dir = Some(dir.into());
+        self
+    }
+    /// Stop after `n` steps in this call.
+    #[must_use]
+    pub fn with_stop_after(mut self, n: usize) -> Self {
+        self.stop_after = Some(n);
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            return Err(Error::invalid("batch_size", 0, "at least 1"));
+        }
+        if self.grad_accum == 0 {
+            return Err(Error::invalid("grad_accum", 0, "at least 1"));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(Error::invalid("lr", self.lr, "a positive number"));
+        }
+        Ok(())
+    }
+}
+
+/// What the progress callback sees after each step.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepMetrics {
+    /// Steps done.
+    pub step: usize,
+    /// Total steps.
+    pub steps: usize,
+    /// Mean training loss of the step.
+    pub loss: f32,
+    /// Learning rate used.
+    pub lr: f32,
+    /// Gradient norm before clipping.
+    pub grad_norm: f32,
+    /// Tokens (non-padding inputs) in the step.
+    pub tokens: usize,
+    /// Throughput of the step.
+    pub tokens_per_s: f64,
+    /// MLX peak memory so far (bytes).
+    pub peak_memory: usize,
+    /// Process peak RSS so far (bytes, Linux; 0 elsewhere).
+    pub peak_rss: usize,
+    /// Estimated seconds left.
+    pub eta_s: f64,
+    /// Validation loss, on evaluation steps.
+    pub val_loss: Option<f32>,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrainReport {
+    /// Every step's metrics, in order (only this call's steps).
+    pub steps: Vec<StepMetrics>,
+    /// The last checkpoint written.
+    pub last_checkpoint: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    step: usize,
+    micro: u64,
+    adam_t: u64,
+    ema: Option<f64>,
+    seed: u64,
+    tokens_seen: u64,
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), in bytes.
+pub fn peak_rss() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<usize>().ok())
+            })
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A progress callback.
+type ProgressFn = Box<dyn FnMut(&StepMetrics)>;
+
+/// The trainer.
+pub struct Trainer {
+    options: TrainOptions,
+    progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+fn scalar(a: &Array) -> Result<f32> {
+    let a = a.as_type::<f32>()?;
+    a.eval()?;
+    Ok(a.as_slice::<f32>()[0])
+}
+
+impl Trainer {
+    /// A trainer with `options`.
+    pub fn new(options: TrainOptions) -> Self {
+        Self {
+            options,
+            progress: None,
+        }
+    }
+
+    /// Calls `f` after every step (progress bars, dashboards).
+    #[must_use]
+    pub fn with_progress(mut self, f: impl FnMut(&StepMetrics) + 'static) -> Self {
+        self.progress = Some(Box::new(f));
+        self
+    }
+
+    /// Mean validation loss over `batches` batches of `valid`.
+    pub fn evaluate(
+        model: &mut PeftModel,
+        valid: &[Example],
+        batch_size: usize,
+        batches: usize,
+        pad: u32,
+    ) -> Result<f32> {
+        let (mut sum, mut n) = (0.0f64, 0.0f64);
+        let count = batches.min(valid.len().div_ceil(batch_size.max(1)));
+        for k in 0..count {
+            let picked: Vec<&Example> =
+                valid.iter().skip(k * batch_size).take(batch_size).collect();
+            let b = crate::train::data::collate(&picked, pad);
+            let logits = model.forward(&b.inputs)?;
+            sum += f64::from(scalar(&masked_nll_sum(&logits, &b.targets, &b.mask)?)?);
+            n += f64::from(b.num_tokens()?);
+        }
+        Ok((sum / n.max(1.0)) as f32)
+    }
+
+    /// Trains `model` on `train` (validating on `valid`), padding with `pad`,
+    /// from scratch or from the checkpoint directory `resume`.
+    pub fn run(
+        &mut self,
+        model: &mut PeftModel,
+        train: &[Example],
+        valid: &[Example],
+        pad: u32,
+        resume: Option<&Path>,
+    ) -> Result<TrainReport> {
+        let o = self.options.clone();
+        o.validate()?;
+        if train.is_empty() {
+            return Err(Error::invalid(
+                "train",
+                "an empty dataset",
+                "at least one example",
+            ));
+        }
+        let mut opt = AdamW::new((o.beta1, o.beta2), o.eps, o.weight_decay);
+        let mut st = State {
+            step: 0,
+            micro: 0,
+            adam_t: 0,
+            ema: None,
+            seed: o.seed,
+            tokens_seen: 0,
+        };
+        let mut last_checkpoint = None;
+        if let Some(dir) = resume {
+            st = load_checkpoint(model, &mut opt, dir)?;
+            last_checkpoint = Some(dir.to_path_buf());
+        }
+        let mut metrics_file = match &o.output_dir {
+            Some(d) => {
+                std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+                let p = d.join("metrics.jsonl");
+                Some((
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&p)
+                        .map_err(|e| Error::io(&p, e))?,
+                    p,
+                ))
+            }
+            None => None,
+        };
+        let mut report = Vec::new();
+        let start_step = st.step;
+        let t_run = Instant::now();
+        while st.step < o.steps && o.stop_after.is_none_or(|n| st.step - start_step < n) {
+            let t0 = Instant::now();
+            let mut gsum: BTreeMap<String, Array> = BTreeMap::new();
+            let (mut loss_sum, mut ntok, mut tokens) = (0.0f64, 0.0f64, 0usize);
+            for _ in 0..o.grad_accum {
+                let batch: Batch = micro_batch(train, o.batch_size, st.seed, st.micro, pad);
+                st.micro += 1;
+                let n = batch.num_tokens()?;
+                tokens += batch.inputs.size();
+                if n == 0.0 {
+                    continue;
+                }
+                let (l, g) = loss_and_grad(model, &batch)?;
+                loss_sum += f64::from(scalar(&l)?);
+                ntok += f64::from(n);
+                for (k, v) in g {
+                    let v = match gsum.remove(&k) {
+                        Some(acc) => acc.add(&v)?,
+                        None => v,
+                    };
+                    gsum.insert(k, v);
+                }
+            }
+            let loss = (loss_sum / ntok.max(1.0)) as f32;
+            let inv = Array::from_f32((1.0 / ntok.max(1.0)) as f32);
+            let mut grads = BTreeMap::new();
+            for (k, v) in gsum {
+                grads.insert(k, v.multiply(&inv)?);
+            }
+            let step_no = st.step + 1;
+            let diverged = |reason: String| Error::Diverged {
+                step: step_no,
+                reason,
+                checkpoint: last_checkpoint.clone(),
+            };
+            if !loss.is_finite() {
+                return Err(diverged(format!("the loss is {loss}")));
+            }
+            if let Some(ema) = st.ema
+                && st.step >= o.spike_warmup
+                && f64::from(loss) > f64::from(o.spike_factor) * ema
+            {
+                return Err(diverged(format!(
+                    "the loss {loss:.4} is above {}× its running mean {ema:.4}",
+                    o.spike_factor
+                )));
+            }
+            let grad_norm = global_norm(&grads)?;
+            if !grad_norm.is_finite() {
+                return Err(diverged(format!("the gradient norm is {grad_norm}")));
+            }
+            if o.clip_grad_norm > 0.0 && grad_norm > o.clip_grad_norm {
+                let s = Array::from_f32(o.clip_grad_norm / grad_norm);
+                for v in grads.values_mut() {
+                    *v = v.multiply(&s)?;
+                }
+            }
+            let lr = learning_rate(st.step, o.lr, o.min_lr, o.warmup, o.steps, o.schedule);
+            let params = model.trainable_parameters();
+            let new = opt.step(&params, &grads, lr)?;
+            let mut to_eval: Vec<&Array> = new.values().collect();
+            to_eval.extend(opt.m.values());
+            to_eval.extend(opt.v.values());
+            mlx_rs::transforms::eval(to_eval)?;
+            model.set_trainable(new.iter().map(|(k, v)| (k.as_str(), v)))?;
+            st.step += 1;
+            st.adam_t = opt.t;
+            st.tokens_seen += tokens as u64;
+            st.ema = Some(match st.ema {
+                Some(e) => 0.9 * e + 0.1 * f64::from(loss),
+                None => f64::from(loss),
+            });
+            let dt = t0.elapsed().as_secs_f64();
+            let done = st.step - start_step;
+            let remaining = o.steps - st.step;
+            let mut m = StepMetrics {
+                step: st.step,
+                steps: o.steps,
+                loss,
+                lr,
+                grad_norm,
+                tokens,
+                tokens_per_s: tokens as f64 / dt.max(1e-9),
+                peak_memory: mlx_rs::memory::peak_memory().unwrap_or(0),
+                peak_rss: peak_rss(),
+                eta_s: t_run.elapsed().as_secs_f64() / done as f64 * remaining as f64,
+                val_loss: None,
+            };
+            if o.eval_every > 0 && st.step.is_multiple_of(o.eval_every) && !valid.is_empty() {
+                m.val_loss = Some(Self::evaluate(
+                    model,
+                    valid,
+                    o.batch_size,
+                    o.eval_batches,
+                    pad,
+                )?);
+            }
+            if let Some((f, p)) = metrics_file.as_mut() {
+                let mut line = serde_json::to_value(&m).map_err(|e| Error::Json {
+                    path: p.clone(),
+                    message: e.to_string(),
+                })?;
+                if let Some(v) = m.val_loss {
+                    line["val_ppl"] = json!(f64::from(v).exp());
+                }
+                writeln!(f, "{line}").map_err(|e| Error::io(p.clone(), e))?;
+            }
+            if o.save_every > 0
+                && st.step.is_multiple_of(o.save_every)
+                && let Some(d) = &o.output_dir
+            {
+                last_checkpoint = Some(save_checkpoint(model, &opt, &st, d)?);
+            }
+            if let Some(cb) = self.progress.as_mut() {
+                cb(&m);
+            }
+            report.push(m);
+        }
+        Ok(TrainReport {
+            steps: report,
+            last_checkpoint,
+        })
+    }
+}
+
+fn save_checkpoint(model: &PeftModel, opt: &AdamW, st: &State, out: &Path) -> Result<PathBuf> {
+    let root = out.join("checkpoints");
+    let name = format!("step-{:06}", st.step);
+    let fin = root.join(&name);
+    let tmp = root.join(format!(".{name}.tmp{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    write_tensors(
+        &tmp.join("adapters.safetensors"),
+        &model.trainable_parameters(),
+        None,
+    )?;
+    let mut moments = BTreeMap::new();
+    for (k, v) in &opt.m {
+        moments.insert(format!("m.{k}"), v.clone());
+    }
+    for (k, v) in &opt.v {
+        moments.insert(format!("v.{k}"), v.clone());
+    }
+    write_tensors(&tmp.join("optimizer.safetensors"), &moments, None)?;
+    let state = serde_json::to_vec_pretty(st).map_err(|e| Error::Json {
+        path: tmp.join("state.json"),
+        message: e.to_string(),
+    })?;
+    write_atomic(&tmp.join("state.json"), &state)?;
+    let _ = std::fs::remove_dir_all(&fin);
+    std::fs::rename(&tmp, &fin).map_err(|e| Error::io(&fin, e))?;
+    write_atomic(&root.join("latest"), name.as_bytes())?;
+    Ok(fin)
+}
+
+/// The newest complete checkpoint under a run directory, if any.
+pub fn latest_checkpoint(output_dir: &Path) -> Option<PathBuf> {
+    let root = output_dir.join("checkpoints");
+    let name = std::fs::read_to_string(root.join("latest")).ok()?;
+    let p = root.join(name.trim());
+    p.join("state.json").exists().then_some(p)
+}
+
+fn load_checkpoint(model: &mut PeftModel, opt: &mut AdamW, dir: &Path) -> Result<State> {
+    let sp = dir.join("state.json");
+    let text = std::fs::read_to_string(&sp).map_err(|e| Error::io(&sp, e))?;
+    let st: State = serde_json::from_str(&text).map_err(|e| Error::Json {
+        path: sp.clone(),
+        message: e.to_string(),
+    })?;
+    let ap = dir.join("adapters.safetensors");
+    let adapters = read_tensors(&ap)?;
+    let expected = model.trainable_parameters();
+    for k in expected.keys() {
+        if !adapters.contains_key(k) {
+            return Err(Error::Safetensors {
+                path: ap,
+                message: format!(
+                    "missing tensor `{k}` (was the checkpoint made with another adapter config?)"
+                ),
+            });
+        }
+    }
+    model.set_trainable(adapters.iter().map(|(k, v)| (k.as_str(), v)))?;
+    let moments = read_tensors(&dir.join("optimizer.safetensors"))?;
+    opt.m.clear();
+    opt.v.clear();
+    for (k, v) in moments {
+        if let Some(n) = k.strip_prefix("m.") {
+            opt.m.insert(n.to_string(), v);
+        } else if let Some(n) = k.strip_prefix("v.") {
+            opt.v.insert(n.to_string(), v);
+        }
+    }
+    opt.t = st.adam_t;
+    Ok(st)
+}
