@@ -48,46 +48,72 @@ fn put_f16(b: &mut [u8], off: usize, v: f32) {
 /// The value of largest magnitude in `x`, the first one on ties, with its sign
 /// (numpy's `take_along_axis(x, abs(x).argmax())`, used by Q4_0 and Q5_0).
 ///
-/// Equal to the strict-`>` scan from `x[0]` (a NaN `x[0]` is returned as is,
-/// later NaNs are skipped): the largest magnitude is found in eight
-/// independent lanes that all start from `|x[0]|` (the maximum is exact, so
-/// the lane order does not matter), then the first element of that magnitude
-/// supplies the sign.
+/// Equal to the strict-`>` scan of `|x|` from `x[0]` (a NaN `x[0]` is returned
+/// as is, later NaNs are skipped). The value of largest magnitude is the
+/// maximum or the minimum; when one strictly dominates the other it is the
+/// only value of that magnitude, so only a tie `max == −min` (zeros
+/// included) or a NaN `x[0]` needs the scan.
 #[inline(always)]
 fn signed_absmax(x: &[f32; 32]) -> f32 {
-    let a0 = x[0].abs();
-    let mut lanes = [a0; 8];
-    for c in x.chunks_exact(8) {
-        for (m, &v) in lanes.iter_mut().zip(c) {
-            let a = v.abs();
-            *m = if a > *m { a } else { *m };
-        }
-    }
-    let mut amax = lanes[0];
-    for &m in &lanes[1..] {
-        amax = if m > amax { m } else { amax };
-    }
-    let mut first = 0u32;
-    for (j, v) in x.iter().enumerate() {
-        first |= u32::from(v.abs() == amax) << j;
-    }
-    if first == 0 {
-        x[0]
+    let (min, max) = lane_min_max(x);
+    if max > -min {
+        max
+    } else if -min > max {
+        min
     } else {
-        x[first.trailing_zeros() as usize]
+        signed_absmax_scan(x)
     }
 }
 
-/// `(min, max)` of `x` by `<` / `>` comparisons starting from `x[0]`.
+/// [`signed_absmax`] by the scan itself.
+#[cold]
+fn signed_absmax_scan(x: &[f32; 32]) -> f32 {
+    let mut amax = x[0].abs();
+    let mut max = x[0];
+    for &v in &x[1..] {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    max
+}
+
+/// `(min, max)` of `x` in eight independent lanes that all start from
+/// `x[0]`: the extreme values of the strict `<` / `>` scan from `x[0]` (NaN
+/// if `x[0]` is), but of equal values not necessarily the first.
 ///
-/// The scan keeps the first of equal values, which only shows for a zero
-/// extreme (`-0.0 == 0.0`). Eight independent lanes, all starting from
-/// `x[0]`, find the extreme values exactly; a zero extreme is then taken
-/// from its first holder, so the result equals the sequential scan bit for bit.
+/// On x86_64 the lanes are two SSE2 registers per extreme (SSE2 is part of the
+/// x86_64 baseline): `minps(v, m)` is exactly `if v < m { v } else { m }`,
+/// NaN `v` included, and LLVM's SLP vectorizer leaves most of the portable
+/// loop scalar.
 #[inline(always)]
-fn min_max(x: &[f32; 32]) -> (f32, f32) {
+fn lane_min_max(x: &[f32; 32]) -> (f32, f32) {
     let mut lo = [x[0]; 8];
     let mut hi = [x[0]; 8];
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the SSE2 intrinsics are available on every x86_64 target; the
+    // loads read 4 f32 at offsets 0..=28 of `x` and the stores write 4 f32 at
+    // offsets 0 and 4 of the 8-lane arrays, all unaligned.
+    unsafe {
+        use std::arch::x86_64::{_mm_loadu_ps, _mm_max_ps, _mm_min_ps, _mm_set1_ps, _mm_storeu_ps};
+        let p = x.as_ptr();
+        let x0 = _mm_set1_ps(x[0]);
+        let (mut lo0, mut lo1, mut hi0, mut hi1) = (x0, x0, x0, x0);
+        for c in 0..4 {
+            let a = _mm_loadu_ps(p.add(8 * c));
+            let b = _mm_loadu_ps(p.add(8 * c + 4));
+            lo0 = _mm_min_ps(a, lo0);
+            lo1 = _mm_min_ps(b, lo1);
+            hi0 = _mm_max_ps(a, hi0);
+            hi1 = _mm_max_ps(b, hi1);
+        }
+        _mm_storeu_ps(lo.as_mut_ptr(), lo0);
+        _mm_storeu_ps(lo.as_mut_ptr().add(4), lo1);
+        _mm_storeu_ps(hi.as_mut_ptr(), hi0);
+        _mm_storeu_ps(hi.as_mut_ptr().add(4), hi1);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
     for c in x.chunks_exact(8) {
         for k in 0..8 {
             let v = c[k];
@@ -100,6 +126,17 @@ fn min_max(x: &[f32; 32]) -> (f32, f32) {
         min = if lo[k] < min { lo[k] } else { min };
         max = if hi[k] > max { hi[k] } else { max };
     }
+    (min, max)
+}
+
+/// `(min, max)` of `x` by `<` / `>` comparisons starting from `x[0]`.
+///
+/// The scan keeps the first of equal values, which only shows for a zero
+/// extreme (`-0.0 == 0.0`): a zero extreme from [`lane_min_max`] is taken
+/// from its first holder, so the result equals the sequential scan bit for bit.
+#[inline(always)]
+fn min_max(x: &[f32; 32]) -> (f32, f32) {
+    let (mut min, mut max) = lane_min_max(x);
     if min == 0.0 {
         min = first_equal(x, min);
     }

@@ -98,7 +98,7 @@ impl BlockFormat for Q3_K {
             }
             let xs = &x[16 * j..16 * j + 16];
             for (l, &v) in levels[16 * j..16 * j + 16].iter_mut().zip(xs) {
-                *l = (nearest_int(v / d).max(-4).min(3) + 4) as i8;
+                *l = (nearest_int(v / d).clamp(-4, 3) + 4) as i8;
             }
         }
 
