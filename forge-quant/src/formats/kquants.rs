@@ -434,6 +434,43 @@ mod tests {
     }
 
     #[test]
+    fn lane_absmax_equals_the_scan() {
+        fn scan(x: &[f32; 16]) -> (f32, f32) {
+            let (mut max, mut amax) = (0f32, 0f32);
+            for &v in x {
+                if v.abs() > amax {
+                    amax = v.abs();
+                    max = v;
+                }
+            }
+            (max, amax)
+        }
+        let specials = [0.0, -0.0, 1.0, -1.0, 3.0, -3.0, f32::NAN, f32::INFINITY];
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..200_000 {
+            let mut x = [0f32; 16];
+            let exotic = s & 1 == 0;
+            for v in &mut x {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                *v = if exotic {
+                    specials[(s % 8) as usize]
+                } else {
+                    (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+                };
+            }
+            let (a, b) = absmax_from_zero(&x);
+            let (c, d) = scan(&x);
+            assert_eq!(
+                (a.to_bits(), b.to_bits()),
+                (c.to_bits(), d.to_bits()),
+                "{x:?}"
+            );
+        }
+    }
+
+    #[test]
     fn scale_min_packing_round_trips() {
         let ls = [0, 1, 62, 63, 17, 32, 63, 5];
         let lm = [63, 0, 31, 8, 48, 63, 1, 40];

@@ -195,6 +195,97 @@ fn inverse_or_zero(d: f32) -> f32 {
 }
 
 #[cfg(test)]
+mod reduction_tests {
+    //! The lane reductions against the sequential scans they replace, bit for
+    //! bit, on blocks with ties, signed zeros, NaNs and infinities.
+    use super::*;
+
+    fn absmax_scan(x: &[f32; 32]) -> f32 {
+        let amax = x
+            .iter()
+            .fold(x[0].abs(), |m, v| if v.abs() > m { v.abs() } else { m });
+        x.iter().copied().find(|v| v.abs() == amax).unwrap_or(x[0])
+    }
+
+    fn min_max_scan(x: &[f32; 32]) -> (f32, f32) {
+        let (mut min, mut max) = (x[0], x[0]);
+        for &v in &x[1..] {
+            if v < min {
+                min = v;
+            }
+            if v > max {
+                max = v;
+            }
+        }
+        (min, max)
+    }
+
+    #[test]
+    fn lane_reductions_equal_the_scans() {
+        let specials = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            2.5,
+            -2.5,
+            f32::NAN,
+            f32::INFINITY,
+            -f32::INFINITY,
+        ];
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for _ in 0..200_000 {
+            let mut x = [0f32; 32];
+            let mode = next() % 3;
+            for v in &mut x {
+                let r = next();
+                *v = match mode {
+                    0 => specials[(r % specials.len() as u64) as usize],
+                    1 => specials[(r % 6) as usize],
+                    _ => (r >> 40) as f32 / (1u64 << 23) as f32 - 1.0,
+                };
+            }
+            let bits = |v: f32| v.to_bits();
+            assert_eq!(bits(signed_absmax(&x)), bits(absmax_scan(&x)), "{x:?}");
+            let (a, b) = min_max(&x);
+            let (c, d) = min_max_scan(&x);
+            assert_eq!((bits(a), bits(b)), (bits(c), bits(d)), "{x:?}");
+        }
+    }
+
+    #[test]
+    fn trunc_clamp_equals_saturating_as() {
+        let mut values: Vec<f32> = (-300_000..4_000_000).map(|i| i as f32 * 1e-5).collect();
+        for k in -2..40 {
+            let k = k as f32;
+            values.extend([k, k.next_down(), k.next_up(), k + 0.5]);
+        }
+        for v in values {
+            for hi in [15.0f32, 31.0] {
+                assert_eq!(trunc_clamp(v, hi), (v as u8).min(hi as u8), "{v}");
+            }
+        }
+        for v in [
+            f32::NAN,
+            f32::INFINITY,
+            -f32::INFINITY,
+            -0.0,
+            15.0,
+            14.999_999,
+            31.5,
+        ] {
+            assert_eq!(trunc_clamp(v, 15.0), (v as u8).min(15), "{v}");
+        }
+    }
+}
+
+#[cfg(test)]
 mod layout_tests {
     //! The byte layouts against `repr(C)` mirrors of ggml-common.h's structs.
     use std::mem::{offset_of, size_of};
