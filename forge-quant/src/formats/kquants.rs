@@ -263,48 +263,99 @@ pub(super) fn make_qx_quants(nmax: i32, x: &[f32; 16], l_out: &mut [u8; 16]) -> 
     scale
 }
 
-/// `out[i] = d · q[i] − m` (one f32 multiply, then a subtract), for 32 quants.
+/// Dequantizes one 64-value chunk of Q4_K (`FIFTH = false`) or Q5_K: value
+/// `l < 32` is `d1 · q1 − m1` with `q1` the low nibble of `q[l]`, value
+/// `32 + l` is `d2 · q2 − m2` with `q2` its high nibble; for Q5_K bit 0 of
+/// `h[l]` is `q1`'s fifth bit and bit 1 `q2`'s. One f32 multiply, then a
+/// subtract, as in C.
 ///
-/// On x86_64 this is written with SSE2 intrinsics (part of the x86_64
-/// baseline, so no runtime detection is needed): LLVM's auto-vectorizer widens
-/// only four bytes per load here, while one 16-byte load unpacked to four
-/// `i32x4` is about half the instructions. `cvtdq2ps`, `mulps` and `subps`
-/// round exactly as the scalar `f32` operations, so the results are the same
-/// bits as the portable loop used elsewhere.
+/// On x86_64 this is SSE2 intrinsics (part of the x86_64 baseline, so no
+/// runtime detection): LLVM's auto-vectorizer loads only four or eight quant
+/// bytes at a time here, while one 16-byte load unpacked to four `i32x4` is
+/// about half the instructions. `cvtdq2ps`, `mulps` and `subps` round exactly
+/// as the scalar `f32` operations, so the results are the same bits as the
+/// portable loop.
 #[inline(always)]
-pub(super) fn scale_sub(q: &[u8], d: f32, m: f32, out: &mut [f32; 32]) {
-    let q: &[u8; 32] = q.try_into().expect("32 quants");
+pub(super) fn dequant_chunk<const FIFTH: bool>(
+    q: &[u8; 32],
+    h: &[u8; 32],
+    (d1, m1, d2, m2): (f32, f32, f32, f32),
+    out: &mut [f32; 64],
+) {
     #[cfg(target_arch = "x86_64")]
-    {
+    // SAFETY: the SSE2 intrinsics are available on every x86_64 target; the
+    // loads read 16 bytes at offsets 0 and 16 of `q` and `h`, and `affine16`
+    // writes 16 f32 at offsets 0, 16, 32 and 48 of `out`, all unaligned.
+    unsafe {
         use std::arch::x86_64::{
-            __m128i, _mm_cvtepi32_ps, _mm_loadu_si128, _mm_mul_ps, _mm_set1_ps, _mm_setzero_si128,
-            _mm_storeu_ps, _mm_sub_ps, _mm_unpackhi_epi8, _mm_unpackhi_epi16, _mm_unpacklo_epi8,
-            _mm_unpacklo_epi16,
+            __m128i, _mm_and_si128, _mm_loadu_si128, _mm_or_si128, _mm_set1_epi8, _mm_set1_ps,
+            _mm_slli_epi16, _mm_srli_epi16,
         };
-        // SAFETY: SSE2 is enabled on every x86_64 target, so the intrinsics
-        // are available; each chunk is 16 bytes in and 4 × 4 f32 out, read
-        // and written unaligned through pointers into those chunks.
-        unsafe {
-            let (dv, mv, z) = (_mm_set1_ps(d), _mm_set1_ps(m), _mm_setzero_si128());
-            for (qc, oc) in q.chunks_exact(16).zip(out.chunks_exact_mut(16)) {
-                let v = _mm_loadu_si128(qc.as_ptr().cast::<__m128i>());
-                let (lo, hi) = (_mm_unpacklo_epi8(v, z), _mm_unpackhi_epi8(v, z));
-                let words = [
-                    _mm_unpacklo_epi16(lo, z),
-                    _mm_unpackhi_epi16(lo, z),
-                    _mm_unpacklo_epi16(hi, z),
-                    _mm_unpackhi_epi16(hi, z),
-                ];
-                for (w, o) in words.into_iter().zip(oc.chunks_exact_mut(4)) {
-                    let f = _mm_sub_ps(_mm_mul_ps(dv, _mm_cvtepi32_ps(w)), mv);
-                    _mm_storeu_ps(o.as_mut_ptr(), f);
-                }
+        let (d1v, m1v) = (_mm_set1_ps(d1), _mm_set1_ps(m1));
+        let (d2v, m2v) = (_mm_set1_ps(d2), _mm_set1_ps(m2));
+        let (nib, bit) = (_mm_set1_epi8(0x0f), _mm_set1_epi8(0x10));
+        let o = out.as_mut_ptr();
+        for k in 0..2 {
+            let v = _mm_loadu_si128(q.as_ptr().add(16 * k).cast::<__m128i>());
+            // 16-bit shifts move bits across the byte boundary; the masks drop them
+            let mut lo = _mm_and_si128(v, nib);
+            let mut hi = _mm_and_si128(_mm_srli_epi16(v, 4), nib);
+            if FIFTH {
+                let hv = _mm_loadu_si128(h.as_ptr().add(16 * k).cast::<__m128i>());
+                lo = _mm_or_si128(lo, _mm_and_si128(_mm_slli_epi16(hv, 4), bit));
+                hi = _mm_or_si128(hi, _mm_and_si128(_mm_slli_epi16(hv, 3), bit));
             }
+            sse2::affine16(lo, d1v, m1v, o.add(16 * k));
+            sse2::affine16(hi, d2v, m2v, o.add(32 + 16 * k));
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    for (o, &v) in out.iter_mut().zip(q) {
-        *o = d * f32::from(v) - m;
+    {
+        let (o1, o2) = out.split_at_mut(32);
+        for (((a, b), &v), &hb) in o1.iter_mut().zip(o2).zip(q).zip(h) {
+            let (mut q1, mut q2) = (v & 0x0f, v >> 4);
+            if FIFTH {
+                q1 |= (hb & 1) << 4;
+                q2 |= (hb & 2) << 3;
+            }
+            *a = d1 * f32::from(q1) - m1;
+            *b = d2 * f32::from(q2) - m2;
+        }
+    }
+}
+
+/// SSE2 building blocks (x86_64 baseline).
+#[cfg(target_arch = "x86_64")]
+mod sse2 {
+    use std::arch::x86_64::{
+        __m128, __m128i, _mm_cvtepi32_ps, _mm_mul_ps, _mm_setzero_si128, _mm_storeu_ps, _mm_sub_ps,
+        _mm_unpackhi_epi8, _mm_unpackhi_epi16, _mm_unpacklo_epi8, _mm_unpacklo_epi16,
+    };
+
+    /// Writes `d · q[i] − m` for the 16 bytes of `v` to `out[0..16]`.
+    ///
+    /// # Safety
+    /// `out` must be valid for 16 f32 writes (no alignment needed).
+    #[inline(always)]
+    pub(super) unsafe fn affine16(v: __m128i, d: __m128, m: __m128, out: *mut f32) {
+        // SAFETY: SSE2 is always available on x86_64; the caller guarantees
+        // 16 writable f32 at `out`.
+        unsafe {
+            let z = _mm_setzero_si128();
+            let (lo, hi) = (_mm_unpacklo_epi8(v, z), _mm_unpackhi_epi8(v, z));
+            let words = [
+                _mm_unpacklo_epi16(lo, z),
+                _mm_unpackhi_epi16(lo, z),
+                _mm_unpacklo_epi16(hi, z),
+                _mm_unpackhi_epi16(hi, z),
+            ];
+            for (i, w) in words.into_iter().enumerate() {
+                _mm_storeu_ps(
+                    out.add(4 * i),
+                    _mm_sub_ps(_mm_mul_ps(d, _mm_cvtepi32_ps(w)), m),
+                );
+            }
+        }
     }
 }
 
@@ -320,6 +371,20 @@ pub(super) fn get_scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
             (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
         )
     }
+}
+
+/// The eight sub-block scales `d · sc_j` and mins `dmin · m_j` of a Q4_K/Q5_K
+/// super-block (the products C forms per sub-block, unpacked all at once).
+#[inline(always)]
+pub(super) fn scales_mins_k4(d: f32, dmin: f32, q: &[u8; 12]) -> ([f32; 8], [f32; 8]) {
+    let mut dl = [0f32; 8];
+    let mut ml = [0f32; 8];
+    for j in 0..8 {
+        let (sc, m) = get_scale_min_k4(j, q);
+        dl[j] = d * f32::from(sc);
+        ml[j] = dmin * f32::from(m);
+    }
+    (dl, ml)
 }
 
 /// Packs eight 6-bit scales and mins into Q4_K/Q5_K's 12 bytes (the inverse of

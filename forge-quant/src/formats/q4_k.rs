@@ -19,7 +19,7 @@
 //! `dmin = max_min / 63`, then `q = clamp(nearest((x + dmin·m_g) / (d·sc_g)), 0, 15)`.
 
 use super::get_f16;
-use super::kquants::{QK_K, get_scale_min_k4, quantize_qk_asym, scale_sub};
+use super::kquants::{QK_K, dequant_chunk, quantize_qk_asym, scales_mins_k4};
 use crate::{BlockFormat, GgmlType};
 
 pub(super) const DMIN: usize = 2;
@@ -57,25 +57,15 @@ impl BlockFormat for Q4_K {
         let d = get_f16(b, 0);
         let min = get_f16(b, DMIN);
         let s: &[u8; 12] = b[SCALES..SCALES + 12].try_into().expect("12 bytes");
+        let (dl, ml) = scales_mins_k4(d, min, s);
         for c in 0..4 {
-            let (sc1, m1) = get_scale_min_k4(2 * c, s);
-            let (sc2, m2) = get_scale_min_k4(2 * c + 1, s);
-            let (d1, m1) = (d * f32::from(sc1), min * f32::from(m1));
-            let (d2, m2) = (d * f32::from(sc2), min * f32::from(m2));
+            let (d1, m1) = (dl[2 * c], ml[2 * c]);
+            let (d2, m2) = (dl[2 * c + 1], ml[2 * c + 1]);
             let q: &[u8; 32] = b[QS + 32 * c..QS + 32 * c + 32]
                 .try_into()
                 .expect("32 bytes");
             let out: &mut [f32; 64] = (&mut y[64 * c..64 * c + 64]).try_into().expect("64 values");
-            // the nibbles as bytes first (16 per vector op), then to f32
-            let mut lv = [0u8; 64];
-            let (l1, l2) = lv.split_at_mut(32);
-            for ((a, b), &v) in l1.iter_mut().zip(l2.iter_mut()).zip(q) {
-                *a = v & 0x0f;
-                *b = v >> 4;
-            }
-            let (o1, o2) = out.split_at_mut(32);
-            scale_sub(l1, d1, m1, o1.try_into().expect("32 values"));
-            scale_sub(l2, d2, m2, o2.try_into().expect("32 values"));
+            dequant_chunk::<false>(q, q, (d1, m1, d2, m2), out);
         }
     }
 }
