@@ -29,23 +29,54 @@ pub(super) fn nearest_int(f: f32) -> i32 {
 /// signed value, which is where C's strict `>` scan stops updating.
 #[inline(always)]
 fn absmax_from_zero(x: &[f32; 16]) -> (f32, f32) {
-    let mut lanes = [0f32; 8];
-    for c in x.chunks_exact(8) {
-        for (m, &v) in lanes.iter_mut().zip(c) {
-            let a = v.abs();
-            *m = if a > *m { a } else { *m };
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the SSE2 intrinsics are available on every x86_64 target; the
+    // loads read 4 f32 at offsets 0, 4, 8 and 12 of `x`, unaligned.
+    let (amax, first) = unsafe {
+        use std::arch::x86_64::{
+            _mm_and_ps, _mm_castsi128_ps, _mm_cmpeq_ps, _mm_cvtss_f32, _mm_loadu_ps, _mm_max_ps,
+            _mm_movehl_ps, _mm_movemask_ps, _mm_set1_epi32, _mm_set1_ps, _mm_shuffle_ps,
+        };
+        let abs = _mm_castsi128_ps(_mm_set1_epi32(0x7fff_ffff));
+        let p = x.as_ptr();
+        let v = [0, 4, 8, 12].map(|o| _mm_and_ps(_mm_loadu_ps(p.add(o)), abs));
+        // maxps(a, m) is `if a > m { a } else { m }`: with the NaN-free
+        // accumulator second, NaN lanes never win
+        let mut m = _mm_set1_ps(0.0);
+        for vk in v {
+            m = _mm_max_ps(vk, m);
         }
-    }
-    let mut amax = lanes[0];
-    for &m in &lanes[1..] {
-        amax = if m > amax { m } else { amax };
-    }
+        let m = _mm_max_ps(_mm_movehl_ps(m, m), m);
+        let m = _mm_max_ps(_mm_shuffle_ps::<0b01>(m, m), m);
+        let amax = _mm_cvtss_f32(m);
+        let a = _mm_set1_ps(amax);
+        let mut first = 0u32;
+        for (k, vk) in v.into_iter().enumerate() {
+            first |= (_mm_movemask_ps(_mm_cmpeq_ps(vk, a)) as u32) << (4 * k);
+        }
+        (amax, first)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let (amax, first) = {
+        let mut lanes = [0f32; 8];
+        for c in x.chunks_exact(8) {
+            for (m, &v) in lanes.iter_mut().zip(c) {
+                let a = v.abs();
+                *m = if a > *m { a } else { *m };
+            }
+        }
+        let mut amax = lanes[0];
+        for &m in &lanes[1..] {
+            amax = if m > amax { m } else { amax };
+        }
+        let mut first = 0u32;
+        for (j, v) in x.iter().enumerate() {
+            first |= u32::from(v.abs() == amax) << j;
+        }
+        (amax, first)
+    };
     if amax == 0.0 {
         return (0.0, 0.0);
-    }
-    let mut first = 0u32;
-    for (j, v) in x.iter().enumerate() {
-        first |= u32::from(v.abs() == amax) << j;
     }
     (x[first.trailing_zeros() as usize & 15], amax)
 }
