@@ -81,12 +81,144 @@ fn absmax_from_zero(x: &[f32; 16]) -> (f32, f32) {
     (x[first.trailing_zeros() as usize & 15], amax)
 }
 
+/// [`make_qkx2_quants`] for four groups at once, in lockstep: `x[i][g]` and
+/// `w[i][g]` are value `i` of group `g`, and `l_out[g]` receives group `g`'s
+/// levels. Every group runs exactly C's sequence of f32 operations; the four
+/// groups only share the loop, so their in-order sums form four independent
+/// chains (one vector lane each) instead of one serial chain. Returns
+/// `(scale, −min)` per group.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(super) fn make_qkx2_quants_x4<const N: usize>(
+    nmax: i32,
+    x: &[[f32; 4]; N],
+    w: &[[f32; 4]; N],
+    l_out: &mut [[u8; N]; 4],
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+    use_mad: bool,
+) -> [(f32, f32); 4] {
+    let err = |d: f32| if use_mad { d.abs() } else { d * d };
+    let mut min = x[0];
+    let mut max = x[0];
+    let mut sum_w = w[0];
+    let mut sum_x = [0f32; 4];
+    for g in 0..4 {
+        sum_x[g] = sum_w[g] * x[0][g];
+    }
+    for i in 1..N {
+        for g in 0..4 {
+            let v = x[i][g];
+            min[g] = if v < min[g] { v } else { min[g] };
+            max[g] = if v > max[g] { v } else { max[g] };
+            sum_w[g] += w[i][g];
+            sum_x[g] += w[i][g] * v;
+        }
+    }
+    let mut flat = [false; 4];
+    for g in 0..4 {
+        if min[g] > 0.0 {
+            min[g] = 0.0;
+        }
+        flat[g] = max[g] == min[g];
+    }
+    let nmax_f = nmax as f32;
+    let mut scale = [0f32; 4];
+    let mut iscale = [0f32; 4];
+    for g in 0..4 {
+        iscale[g] = nmax_f / (max[g] - min[g]);
+        scale[g] = 1.0 / iscale[g];
+    }
+    let mut lt = [[0u8; 4]; N];
+    let mut best_error = [0f32; 4];
+    for i in 0..N {
+        for g in 0..4 {
+            let l = nearest_int(iscale[g] * (x[i][g] - min[g])).clamp(0, nmax) as u8;
+            lt[i][g] = l;
+            let diff = scale[g] * f32::from(l) + min[g] - x[i][g];
+            best_error[g] += w[i][g] * err(diff);
+        }
+    }
+    if nstep >= 1 {
+        for is in 0..=nstep {
+            let mut sum_l = [0f32; 4];
+            let mut sum_l2 = [0f32; 4];
+            let mut sum_xl = [0f32; 4];
+            let mut aux = [[0u8; 4]; N];
+            for g in 0..4 {
+                iscale[g] = (rmin + rdelta * is as f32 + nmax_f) / (max[g] - min[g]);
+            }
+            for i in 0..N {
+                for g in 0..4 {
+                    let l = nearest_int(iscale[g] * (x[i][g] - min[g])).clamp(0, nmax) as u8;
+                    aux[i][g] = l;
+                    let lf = f32::from(l);
+                    let wi = w[i][g];
+                    sum_l[g] += wi * lf;
+                    sum_l2[g] += wi * lf * lf;
+                    sum_xl[g] += wi * lf * x[i][g];
+                }
+            }
+            let mut ok = [false; 4];
+            let mut this_scale = [0f32; 4];
+            let mut this_min = [0f32; 4];
+            for g in 0..4 {
+                let det = sum_w[g] * sum_l2[g] - sum_l[g] * sum_l[g];
+                ok[g] = det > 0.0 && !flat[g];
+                this_scale[g] = (sum_w[g] * sum_xl[g] - sum_x[g] * sum_l[g]) / det;
+                this_min[g] = (sum_l2[g] * sum_x[g] - sum_l[g] * sum_xl[g]) / det;
+                if this_min[g] > 0.0 {
+                    this_min[g] = 0.0;
+                    this_scale[g] = sum_xl[g] / sum_l2[g];
+                }
+            }
+            if !ok.iter().any(|&o| o) {
+                continue;
+            }
+            let mut cur_error = [0f32; 4];
+            for i in 0..N {
+                for g in 0..4 {
+                    let diff = this_scale[g] * f32::from(aux[i][g]) + this_min[g] - x[i][g];
+                    cur_error[g] += w[i][g] * err(diff);
+                }
+            }
+            for g in 0..4 {
+                if ok[g] && cur_error[g] < best_error[g] {
+                    for i in 0..N {
+                        lt[i][g] = aux[i][g];
+                    }
+                    best_error[g] = cur_error[g];
+                    scale[g] = this_scale[g];
+                    min[g] = this_min[g];
+                }
+            }
+        }
+    }
+    let mut out = [(0f32, 0f32); 4];
+    for g in 0..4 {
+        if flat[g] {
+            l_out[g].fill(0);
+            out[g] = (0.0, -min[g]);
+        } else {
+            for i in 0..N {
+                l_out[g][i] = lt[i][g];
+            }
+            out[g] = (scale[g], -min[g]);
+        }
+    }
+    out
+}
+
 /// Asymmetric fit `x ≈ scale·L + min` with `L ∈ 0..=nmax`, minimising the
 /// weighted error over a grid of `nstep + 1` trial inverse scales
 /// (llama.cpp `make_qkx2_quants`). Returns `(scale, −min)`; `min ≤ 0`.
+///
+/// The one-group form, kept as the reference that
+/// [`make_qkx2_quants_x4`] is tested against.
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
-#[inline(always)]
-pub(super) fn make_qkx2_quants<const N: usize>(
+fn make_qkx2_quants<const N: usize>(
     nmax: i32,
     x: &[f32; N],
     weights: &[f32; N],
@@ -449,34 +581,41 @@ pub(super) fn quantize_qk_asym(
     use crate::float::{f16_to_f32, f32_to_f16};
 
     let mut levels = [0u8; QK_K];
-    let mut l_aux = [0u8; 32];
-    let mut weights = [0f32; 32];
     let mut scales = [0f32; 8];
     let mut mins = [0f32; 8];
     let mut max_scale = 0f32;
     let mut max_min = 0f32;
-    for j in 0..8 {
-        let xs: &[f32; 32] = x[32 * j..32 * j + 32].try_into().expect("32 values");
-        let mut sum_x2 = 0f32;
-        for &v in xs {
-            sum_x2 += v * v;
+    for b in 0..2 {
+        // four groups side by side: xt[l][g] is value l of group 4b + g
+        let mut xt = [[0f32; 4]; 32];
+        let mut wt = [[0f32; 4]; 32];
+        for g in 0..4 {
+            let j = 4 * b + g;
+            let xs: &[f32; 32] = x[32 * j..32 * j + 32].try_into().expect("32 values");
+            let mut sum_x2 = 0f32;
+            for &v in xs {
+                sum_x2 += v * v;
+            }
+            let av_x = (sum_x2 / 32.0).sqrt();
+            for l in 0..32 {
+                xt[l][g] = xs[l];
+                wt[l][g] = av_x + xs[l].abs();
+            }
         }
-        let av_x = (sum_x2 / 32.0).sqrt();
-        for l in 0..32 {
-            weights[l] = av_x + xs[l].abs();
-        }
-        let ls: &mut [u8; 32] = (&mut levels[32 * j..32 * j + 32])
-            .try_into()
-            .expect("32 levels");
-        let (scale, min) =
-            make_qkx2_quants(nmax, xs, &weights, ls, &mut l_aux, rmin, 0.1, nstep, false);
-        scales[j] = scale;
-        mins[j] = min;
-        if scale > max_scale {
-            max_scale = scale;
-        }
-        if min > max_min {
-            max_min = min;
+        let mut ls = [[0u8; 32]; 4];
+        let fits = make_qkx2_quants_x4(nmax, &xt, &wt, &mut ls, rmin, 0.1, nstep, false);
+        for g in 0..4 {
+            let j = 4 * b + g;
+            levels[32 * j..32 * j + 32].copy_from_slice(&ls[g]);
+            let (scale, min) = fits[g];
+            scales[j] = scale;
+            mins[j] = min;
+            if scale > max_scale {
+                max_scale = scale;
+            }
+            if min > max_min {
+                max_min = min;
+            }
         }
     }
     let inv_scale = if max_scale > 0.0 {
@@ -564,6 +703,63 @@ mod tests {
                 "{x:?}"
             );
         }
+    }
+
+    fn qkx2_x4_case<const N: usize>(nmax: i32, rmin: f32, nstep: i32, use_mad: bool) {
+        let mut s = 0x1234_5678_9abc_def1u64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for round in 0..3000 {
+            let mut xs = [[0f32; N]; 4];
+            for (g, xg) in xs.iter_mut().enumerate() {
+                let kind = (next() % 6) as usize;
+                for v in xg.iter_mut() {
+                    let r = (next() >> 40) as f32 / (1u64 << 24) as f32;
+                    *v = match kind {
+                        0 => 0.0,
+                        1 => 0.25,
+                        2 => r + 0.5,
+                        3 => -r,
+                        _ => (r - 0.5) * (1 + round % 7 + g) as f32,
+                    };
+                }
+            }
+            let mut xt = [[0f32; 4]; N];
+            let mut wt = [[0f32; 4]; N];
+            let mut ws = [[0f32; N]; 4];
+            for g in 0..4 {
+                for i in 0..N {
+                    xt[i][g] = xs[g][i];
+                    ws[g][i] = xs[g][i].abs() + 0.01 * (i % 3) as f32;
+                    wt[i][g] = ws[g][i];
+                }
+            }
+            let mut l4 = [[0u8; N]; 4];
+            let fits = make_qkx2_quants_x4(nmax, &xt, &wt, &mut l4, rmin, 0.1, nstep, use_mad);
+            for g in 0..4 {
+                let (mut l1, mut aux) = ([0u8; N], [0u8; N]);
+                let (a, b) = make_qkx2_quants(
+                    nmax, &xs[g], &ws[g], &mut l1, &mut aux, rmin, 0.1, nstep, use_mad,
+                );
+                assert_eq!(
+                    (a.to_bits(), b.to_bits()),
+                    (fits[g].0.to_bits(), fits[g].1.to_bits())
+                );
+                assert_eq!(l1, l4[g]);
+            }
+        }
+    }
+
+    #[test]
+    fn qkx2_four_groups_equal_one_at_a_time() {
+        qkx2_x4_case::<16>(3, -0.5, 15, true);
+        qkx2_x4_case::<32>(15, -1.0, 20, false);
+        qkx2_x4_case::<32>(31, -0.5, 15, false);
+        qkx2_x4_case::<32>(15, -1.0, 0, false);
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! rounded to 4 bits under `d = max_scale / 15`, `dmin = max_min / 15`, then
 //! `q = clamp(nearest((x + dmin·m_g) / (d·sc_g)), 0, 3)`.
 
-use super::kquants::{QK_K, make_qkx2_quants, nearest_int};
+use super::kquants::{QK_K, make_qkx2_quants_x4, nearest_int};
 use super::{get_f16, put_f16};
 use crate::float::f16_to_f32;
 use crate::{BlockFormat, GgmlType};
@@ -44,29 +44,35 @@ impl BlockFormat for Q2_K {
         const Q4SCALE: f32 = 15.0;
 
         let mut levels = [0u8; QK_K];
-        let mut l_aux = [0u8; 16];
-        let mut weights = [0f32; 16];
         let mut scales = [0f32; 16];
         let mut mins = [0f32; 16];
         let mut max_scale = 0f32;
         let mut max_min = 0f32;
-        for j in 0..16 {
-            let xs: &[f32; 16] = x[16 * j..16 * j + 16].try_into().expect("16 values");
-            for l in 0..16 {
-                weights[l] = xs[l].abs();
+        for b in 0..4 {
+            // four groups side by side: xt[l][g] is value l of group 4b + g
+            let mut xt = [[0f32; 4]; 16];
+            let mut wt = [[0f32; 4]; 16];
+            for g in 0..4 {
+                let j = 4 * b + g;
+                for l in 0..16 {
+                    xt[l][g] = x[16 * j + l];
+                    wt[l][g] = x[16 * j + l].abs();
+                }
             }
-            let ls: &mut [u8; 16] = (&mut levels[16 * j..16 * j + 16])
-                .try_into()
-                .expect("16 levels");
-            let (scale, min) =
-                make_qkx2_quants(3, xs, &weights, ls, &mut l_aux, -0.5, 0.1, 15, true);
-            scales[j] = scale;
-            mins[j] = min;
-            if scale > max_scale {
-                max_scale = scale;
-            }
-            if min > max_min {
-                max_min = min;
+            let mut ls = [[0u8; 16]; 4];
+            let fits = make_qkx2_quants_x4(3, &xt, &wt, &mut ls, -0.5, 0.1, 15, true);
+            for g in 0..4 {
+                let j = 4 * b + g;
+                levels[16 * j..16 * j + 16].copy_from_slice(&ls[g]);
+                let (scale, min) = fits[g];
+                scales[j] = scale;
+                mins[j] = min;
+                if scale > max_scale {
+                    max_scale = scale;
+                }
+                if min > max_min {
+                    max_min = min;
+                }
             }
         }
 
