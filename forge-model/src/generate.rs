@@ -501,6 +501,18 @@ impl Iterator for TextStream<'_> {
     }
 }
 
+/// One candidate next token with its probability (see
+/// [`Generator::next_token_top_k`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TokenProb {
+    /// Token id.
+    pub id: u32,
+    /// The token's text (decoded alone, special tokens kept).
+    pub text: String,
+    /// Probability under softmax of the logits (temperature 1).
+    pub prob: f64,
+}
+
 /// A model and its tokenizer, generating text.
 #[derive(Debug)]
 pub struct Generator<'a> {
@@ -556,6 +568,48 @@ impl<'a> Generator<'a> {
         let text = self.tokenizer.apply_chat_template(messages, true)?;
         let ids = self.tokenizer.encode(&text, false)?;
         self.generate_ids(&ids, options)
+    }
+
+    /// Token ids of the chat prompt for `messages` (chat template plus the
+    /// assistant prompt, special tokens parsed).
+    pub fn chat_prompt_ids(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        let text = self.tokenizer.apply_chat_template(messages, true)?;
+        self.tokenizer.encode(&text, false)
+    }
+
+    /// The `k` most probable next tokens after `prompt` (token ids), by
+    /// probability then id: softmax of the last position's logits in f64,
+    /// no sampling options applied.
+    pub fn next_token_top_k(&mut self, prompt: &[u32], k: usize) -> Result<Vec<TokenProb>> {
+        if prompt.is_empty() {
+            return Err(Error::InvalidOption {
+                name: "prompt",
+                found: "no tokens".into(),
+                expected: "at least one token",
+            });
+        }
+        let ids: Vec<i32> = prompt.iter().map(|&x| x as i32).collect();
+        let tokens = Array::from_slice(&ids, &[1, ids.len() as i32]);
+        let logits = self.model.forward(&tokens, None)?;
+        let last = logits.index((0, -1)).as_dtype(mlx_rs::Dtype::Float32)?;
+        last.eval()?;
+        let logits = last.as_slice::<f32>();
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let exps: Vec<f64> = logits.iter().map(|&x| (x as f64 - max).exp()).collect();
+        let sum: f64 = exps.iter().sum();
+        let mut order: Vec<usize> = (0..exps.len()).collect();
+        order.sort_by(|&a, &b| exps[b].total_cmp(&exps[a]).then(a.cmp(&b)));
+        order
+            .into_iter()
+            .take(k)
+            .map(|i| {
+                Ok(TokenProb {
+                    id: i as u32,
+                    text: self.tokenizer.decode(&[i as u32], false)?,
+                    prob: exps[i] / sum,
+                })
+            })
+            .collect()
     }
 
     /// Generates one completion per prompt, one prompt after the other, each

@@ -21,7 +21,8 @@ pub use decoder::{Attention, Decoder, DecoderLayer, Mlp, Model};
 pub use error::{Error, Result};
 pub use factory::{TINY_TOKENIZER_VOCAB, random_model, tiny_config, write_hf_dir};
 pub use generate::{
-    FinishReason, GenerateOptions, Generation, Generator, Sampler, TextStream, TokenStream,
+    FinishReason, GenerateOptions, Generation, Generator, Sampler, TextStream, TokenProb,
+    TokenStream,
 };
 pub use gguf::{GgufSource, config_from_gguf};
 pub use gguf_tokenizer::PRE_TOKENIZER_NAMES;

@@ -3,7 +3,11 @@ set to ALL_F32), every tensor dequantized with gguf-py's numpy dequantizers.
 llama.cpp on the copy computes with exactly the weights Forge dequantizes,
 without quantized-activation dot products.
 
-Usage: python gguf_to_f32.py IN.gguf OUT.gguf
+With a third argument `--f16` the copy is F16 instead (file type MOSTLY_F16;
+1-D tensors stay F32, as llama.cpp's converter keeps norms), for speed
+comparisons.
+
+Usage: python gguf_to_f32.py IN.gguf OUT.gguf [--f16]
 """
 import sys
 
@@ -12,6 +16,7 @@ from gguf import GGUFReader, GGUFValueType, GGUFWriter, GGMLQuantizationType
 from gguf.quants import dequantize
 
 src, dst = sys.argv[1], sys.argv[2]
+f16 = "--f16" in sys.argv[3:]
 r = GGUFReader(src)
 arch = r.fields["general.architecture"].contents()
 w = GGUFWriter(dst, arch)
@@ -22,7 +27,7 @@ for key, field in r.fields.items():
     vtype = field.types[0]
     value = field.contents()
     if key == "general.file_type":
-        value = 0
+        value = 1 if f16 else 0
     if vtype == GGUFValueType.ARRAY:
         w.add_key_value(key, value, vtype, sub_type=field.types[-1])
     else:
@@ -30,7 +35,10 @@ for key, field in r.fields.items():
 for t in r.tensors:
     data = dequantize(t.data, t.tensor_type).astype(np.float32)
     shape = [int(x) for x in reversed(t.shape)]
-    w.add_tensor(t.name, data.reshape(shape), raw_dtype=GGMLQuantizationType.F32)
+    if f16 and len(shape) > 1:
+        w.add_tensor(t.name, data.reshape(shape).astype(np.float16), raw_dtype=GGMLQuantizationType.F16)
+    else:
+        w.add_tensor(t.name, data.reshape(shape), raw_dtype=GGMLQuantizationType.F32)
 w.write_header_to_file()
 w.write_kv_data_to_file()
 w.write_tensors_to_file()
