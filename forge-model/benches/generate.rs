@@ -2,8 +2,8 @@
 //! generation (32 tokens after a 128-token prompt), Forge against llama.cpp
 //! (node-llama-cpp 3.21.1, 2 threads) in the same run.
 //!
-//! Function ids: `forge-f32` / `forge-f16` (the Q4_1 file dequantized to
-//! f32 / f16, MLX CPU),
+//! Function ids: `forge-f32` (the Q4_1 file dequantized to f32, MLX CPU;
+//! prompt = one `forward_last` filling a fresh cache),
 //! `llama.cpp-q4_1` (the same file), `llama.cpp-f16` (an F16 copy written by
 //! gguf-py, `tests/reference/gguf_to_f32.py --f16`, cached under
 //! `target/forge-bench/`). Throughput is tokens (elements) per second.
@@ -114,7 +114,9 @@ fn forge_prompt(model: &mut Model, ids: &[u32]) {
     let v: Vec<i32> = ids.iter().map(|&x| x as i32).collect();
     let tokens = Array::from_slice(&v, &[1, v.len() as i32]);
     let mut cache = model.new_cache();
-    let logits = model.forward(&tokens, Some(&mut cache)).expect("forward");
+    let logits = model
+        .forward_last(&tokens, Some(&mut cache))
+        .expect("forward");
     logits.eval().expect("eval");
 }
 
@@ -126,7 +128,11 @@ fn forge_generate(model: &mut Model, ids: &[u32]) -> Duration {
     let mut stream = model.generate_ids(ids, &options).expect("stream");
     stream.next().expect("first").expect("token");
     let t0 = Instant::now();
-    let n = stream.map(|t| t.expect("token")).count();
+    let mut n = 0;
+    for t in stream {
+        t.expect("token");
+        n += 1;
+    }
     assert_eq!(n, GEN_TOKENS);
     t0.elapsed()
 }
@@ -140,14 +146,6 @@ fn bench(c: &mut Criterion) {
     let mut loaded = load(&ModelSource::Gguf(q4.clone()), &LoadOptions::new()).expect("load");
     let tokenizer = loaded.tokenizer.take().expect("tokenizer");
     let mut model = loaded.model;
-    let mut model_f16 = load(
-        &ModelSource::Gguf(q4.clone()),
-        &LoadOptions::new()
-            .with_tokenizer(false)
-            .with_dtype(mlx_rs::Dtype::Float16),
-    )
-    .expect("load f16")
-    .model;
     let ids = prompt_ids(&tokenizer);
     // One llama.cpp process at a time: its worker threads spin after each
     // batch, and two of them on 2 cores would slow everything else down.
@@ -161,9 +159,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function(BenchmarkId::from_parameter("forge-f32"), |b| {
         b.iter(|| forge_prompt(&mut model, &ids));
     });
-    g.bench_function(BenchmarkId::from_parameter("forge-f16"), |b| {
-        b.iter(|| forge_prompt(&mut model_f16, &ids));
-    });
+
     for (name, path) in &peer_models {
         let Some(mut peer) = Peer::start(path) else {
             continue;
@@ -180,13 +176,6 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(GEN_TOKENS as u64));
     g.bench_function(BenchmarkId::from_parameter("forge-f32"), |b| {
         b.iter_custom(|iters| (0..iters).map(|_| forge_generate(&mut model, &ids)).sum());
-    });
-    g.bench_function(BenchmarkId::from_parameter("forge-f16"), |b| {
-        b.iter_custom(|iters| {
-            (0..iters)
-                .map(|_| forge_generate(&mut model_f16, &ids))
-                .sum()
-        });
     });
     for (name, path) in &peer_models {
         let Some(mut peer) = Peer::start(path) else {

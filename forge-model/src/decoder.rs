@@ -43,6 +43,7 @@ use mlx_rs::fast::ScaledDotProductAttentionMask;
 use mlx_rs::macros::ModuleParameters;
 use mlx_rs::module::{Module, ModuleParameters as _, Param};
 use mlx_rs::nn::{Embedding, Linear, RmsNorm};
+use mlx_rs::ops::indexing::IndexOp;
 
 use crate::cache::KvCache;
 use crate::config::ModelConfig;
@@ -281,7 +282,23 @@ impl Model {
     /// Logits `[batch, seq, vocab]` for token ids `[batch, seq]` (int32 or
     /// uint32). With a cache, the tokens continue the cached positions and
     /// their keys/values are appended.
-    pub fn forward(&mut self, tokens: &Array, mut cache: Option<&mut KvCache>) -> Result<Array> {
+    pub fn forward(&mut self, tokens: &Array, cache: Option<&mut KvCache>) -> Result<Array> {
+        self.forward_impl(tokens, cache, false)
+    }
+
+    /// Like [`Model::forward`], but the logits of the last position only
+    /// (`[batch, 1, vocab]`): generation's prefill skips the output
+    /// projection of every other prompt position.
+    pub fn forward_last(&mut self, tokens: &Array, cache: Option<&mut KvCache>) -> Result<Array> {
+        self.forward_impl(tokens, cache, true)
+    }
+
+    fn forward_impl(
+        &mut self,
+        tokens: &Array,
+        mut cache: Option<&mut KvCache>,
+        last_only: bool,
+    ) -> Result<Array> {
         if tokens.ndim() != 2 {
             return Err(Error::InvalidOption {
                 name: "tokens",
@@ -306,6 +323,12 @@ impl Model {
         if let Some(c) = cache {
             c.advance(tokens.dim(1) as usize);
         }
+        let h = if last_only && h.dim(1) > 1 {
+            let l = h.dim(1);
+            h.index((.., l - 1.., ..))
+        } else {
+            h
+        };
         let h = self.model.norm.forward(&h)?;
         Ok(match &mut self.lm_head {
             Some(head) => head.forward(&h)?,

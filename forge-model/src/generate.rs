@@ -361,7 +361,7 @@ impl TokenStream<'_> {
         let n = input.len() as i32;
         let ids: Vec<i32> = input.iter().map(|&t| t as i32).collect();
         let tokens = Array::from_slice(&ids, &[1, n]);
-        let logits = self.model.forward(&tokens, Some(&mut self.cache))?;
+        let logits = self.model.forward_last(&tokens, Some(&mut self.cache))?;
         let mut last = last_logits(&logits)?;
         let token = self.sampler.sample(&mut last, &self.history);
         if self.stop_tokens.contains(&token) {

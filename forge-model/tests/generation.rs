@@ -343,3 +343,24 @@ fn rope_scalings_change_the_logits() {
     assert_ne!(outs[0], outs[2]);
     assert_ne!(outs[1], outs[2]);
 }
+
+#[test]
+fn forward_last_equals_last_row_of_forward() {
+    for arch in [Architecture::Llama, Architecture::Qwen2] {
+        let mut m = model(arch);
+        let vocab = m.config().vocab_size;
+        let tokens = Array::from_slice(&[3i32, 9, 27, 81, 243, 5], &[1, 6]);
+        let full = rows(&m.forward(&tokens, None).expect("forward"), vocab);
+        let mut cache = m.new_cache();
+        let last = m.forward_last(&tokens, Some(&mut cache)).expect("last");
+        assert_eq!(last.shape(), &[1, 1, vocab as i32]);
+        let last = rows(&last, vocab);
+        let diff = full[5]
+            .iter()
+            .zip(&last[0])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-5, "{arch}: {diff}");
+        assert_eq!(cache.offset(), 6);
+    }
+}
