@@ -136,8 +136,10 @@ fn mine(args: MineArgs) -> forge_core::Result<()> {
         miner = miner.with_units_file(units);
     }
     let bar = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{msg:>10} [{bar:40}] {pos}/{len} {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let report = miner.run(&args.out, &MineBar(bar.clone()))?;
     bar.finish_and_clear();
