@@ -14,6 +14,9 @@ use crate::{Error, Result};
 pub enum StageStatus {
     /// The stage runs in this demo.
     Built,
+    /// The stage's library exists (usable from its crate and the CLI) but the
+    /// demo does not run it yet.
+    Library,
     /// The stage is specified but not implemented yet.
     NotBuilt,
 }
@@ -33,7 +36,7 @@ pub struct Stage {
 
 /// The pipeline as it stands.
 pub fn stages() -> Vec<Stage> {
-    use StageStatus::{Built, NotBuilt};
+    use StageStatus::{Built, Library, NotBuilt};
     vec![
         Stage {
             name: "mlx",
@@ -44,19 +47,19 @@ pub fn stages() -> Vec<Stage> {
         Stage {
             name: "mine",
             what: "repository -> semantic units -> dataset",
-            status: NotBuilt,
+            status: Library,
             owner: "forge-miner",
         },
         Stage {
             name: "load",
             what: "pretrained model from GGUF / Hugging Face",
-            status: NotBuilt,
+            status: Library,
             owner: "forge-model",
         },
         Stage {
             name: "train",
             what: "adapter fine-tuning",
-            status: NotBuilt,
+            status: Library,
             owner: "forge-peft",
         },
         Stage {
@@ -135,6 +138,7 @@ impl fmt::Display for DemoReport {
         for s in &self.stages {
             let status = match s.status {
                 StageStatus::Built => "built",
+                StageStatus::Library => "library only",
                 StageStatus::NotBuilt => "not built yet",
             };
             writeln!(

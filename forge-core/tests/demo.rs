@@ -24,4 +24,10 @@ fn only_built_stages_claim_to_be_built() {
         .map(|s| s.name)
         .collect();
     assert_eq!(built, ["mlx"]);
+    let library: Vec<_> = stages()
+        .into_iter()
+        .filter(|s| s.status == StageStatus::Library)
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(library, ["mine", "load", "train"]);
 }
