@@ -30,5 +30,6 @@ pub use loader::{
     DEFAULT_MODEL_FILE, LoadOptions, LoadReport, LoadedModel, ModelSource, default_model_path,
     load, load_weights,
 };
+pub use rope::Rope;
 pub use tokenizer::{CHATML_TEMPLATE, ChatMessage, Tokenizer, render_chat_template};
 pub use weights::{NamedTensor, SafetensorsSource, WeightSource};

@@ -32,9 +32,9 @@ use mlx_rs::Array;
 use crate::config::RopeScaling;
 use crate::error::Result;
 
-/// Rotary embedding of one attention layer.
+/// Rotary embedding of one attention layer (shared with forge-peft).
 #[derive(Debug, Clone)]
-pub(crate) struct Rope {
+pub struct Rope {
     dims: i32,
     base: Option<f32>,
     scale: f32,
@@ -43,7 +43,8 @@ pub(crate) struct Rope {
 }
 
 impl Rope {
-    pub(crate) fn new(head_dim: usize, theta: f32, scaling: RopeScaling) -> Self {
+    /// The embedding for heads of `head_dim` features, base `theta` and `scaling`.
+    pub fn new(head_dim: usize, theta: f32, scaling: RopeScaling) -> Self {
         let dims = head_dim as i32;
         match scaling {
             RopeScaling::None => Self {
@@ -95,7 +96,7 @@ impl Rope {
 
     /// Rotates `x` of shape `[batch, heads, seq, head_dim]`, whose first
     /// position is `offset`.
-    pub(crate) fn apply(&self, x: &Array, offset: i32) -> Result<Array> {
+    pub fn apply(&self, x: &Array, offset: i32) -> Result<Array> {
         Ok(mlx_rs::fast::rope(
             x,
             self.dims,

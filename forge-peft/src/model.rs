@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
-use forge_model::{Model, ModelConfig, RopeScaling};
+use forge_model::{Model, ModelConfig};
 use mlx_rs::Array;
 use mlx_rs::fast::ScaledDotProductAttentionMask;
 use mlx_rs::module::Module;
@@ -53,79 +53,6 @@ fn model_linear(model: &mut Model, layer: usize, slot: usize) -> &mut Linear {
     }
 }
 
-/// Rotary embedding parameters (the same construction as forge-model's).
-#[derive(Debug, Clone)]
-struct RopeSpec {
-    dims: i32,
-    base: Option<f32>,
-    scale: f32,
-    freqs: Option<Array>,
-}
-
-impl RopeSpec {
-    fn new(c: &ModelConfig) -> Self {
-        let (head_dim, theta) = (c.head_dim, c.rope_theta);
-        let dims = head_dim as i32;
-        match c.rope_scaling {
-            RopeScaling::None => Self {
-                dims,
-                base: Some(theta),
-                scale: 1.0,
-                freqs: None,
-            },
-            RopeScaling::Linear { factor } => Self {
-                dims,
-                base: Some(theta),
-                scale: 1.0 / factor,
-                freqs: None,
-            },
-            RopeScaling::Llama3 {
-                factor,
-                low_freq_factor,
-                high_freq_factor,
-                original_max_position_embeddings: old_ctx,
-            } => {
-                let low_wavelen = old_ctx / low_freq_factor;
-                let high_wavelen = old_ctx / high_freq_factor;
-                let periods: Vec<f32> = (0..head_dim / 2)
-                    .map(|i| {
-                        let period = theta.powf((2 * i) as f32 / head_dim as f32);
-                        let wavelen = 2.0 * std::f32::consts::PI * period;
-                        if wavelen > low_wavelen {
-                            period * factor
-                        } else if wavelen > high_wavelen && wavelen < low_wavelen {
-                            let smooth = (old_ctx / wavelen - low_freq_factor)
-                                / (high_freq_factor - low_freq_factor);
-                            period / ((1.0 - smooth) / factor + smooth)
-                        } else {
-                            period
-                        }
-                    })
-                    .collect();
-                let n = periods.len() as i32;
-                Self {
-                    dims,
-                    base: None,
-                    scale: 1.0,
-                    freqs: Some(Array::from_slice(&periods, &[n])),
-                }
-            }
-        }
-    }
-
-    fn apply(&self, x: &Array) -> Result<Array> {
-        Ok(mlx_rs::fast::rope(
-            x,
-            self.dims,
-            false,
-            self.base,
-            self.scale,
-            0,
-            self.freqs.as_ref(),
-        )?)
-    }
-}
-
 /// Per-linear Gram matrices `XᵀX` of the layer inputs (CLoQ calibration).
 type Grams = Vec<Vec<Option<Array>>>;
 
@@ -154,7 +81,7 @@ pub fn calibration_grams(
 pub struct PeftModel {
     model: Model,
     linears: Vec<Vec<AdaptedLinear>>,
-    rope: RopeSpec,
+    rope: forge_model::Rope,
     config: PeftConfig,
 }
 
@@ -204,7 +131,8 @@ impl PeftModel {
             }
             linears.push(row);
         }
-        let rope = RopeSpec::new(model.config());
+        let c = model.config();
+        let rope = forge_model::Rope::new(c.head_dim, c.rope_theta, c.rope_scaling);
         Self {
             model,
             linears,
@@ -497,8 +425,8 @@ impl PeftModel {
             let q = split(lin[0].forward(&normed)?, nh)?;
             let k = split(lin[1].forward(&normed)?, nkv)?;
             let v = split(lin[2].forward(&normed)?, nkv)?;
-            let q = rope.apply(&q)?;
-            let k = rope.apply(&k)?;
+            let q = rope.apply(&q, 0)?;
+            let k = rope.apply(&k, 0)?;
             let mask = (len > 1).then_some(ScaledDotProductAttentionMask::Causal);
             let att = mlx_rs::fast::scaled_dot_product_attention(&q, &k, &v, scale, mask, None)?;
             let att = att
