@@ -3,19 +3,52 @@
 //! both derived from NLTK): corpus-level sums over one pair, the brevity penalty on the closest
 //! reference length, and 0 when no unigram matches.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 const EPSILON: f64 = 0.1;
 
-/// Counts of every n-gram of order `n`.
-fn ngram_counts<'a>(tokens: &'a [&'a str], n: usize) -> HashMap<&'a [&'a str], usize> {
-    let mut map = HashMap::new();
-    if tokens.len() >= n {
-        for w in tokens.windows(n) {
-            *map.entry(w).or_insert(0) += 1;
+/// An n-gram of order 1 to 4, unused slots empty.
+type Gram<'a> = [&'a str; 4];
+
+/// One side's token counts for orders 1 to 4, built once and reused for every pair the side
+/// takes part in.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct NGrams<'a> {
+    len: usize,
+    counts: [FxHashMap<Gram<'a>, u32>; 4],
+    /// Distinct unigrams in order of first occurrence (Python's `Counter` order, which fixes
+    /// the order of the weighted sums).
+    unigrams: Vec<&'a str>,
+}
+
+impl<'a> NGrams<'a> {
+    pub(crate) fn new(tokens: &[&'a str]) -> Self {
+        let mut out = NGrams {
+            len: tokens.len(),
+            ..Default::default()
+        };
+        for (i, map) in out.counts.iter_mut().enumerate() {
+            let n = i + 1;
+            if tokens.len() < n {
+                continue;
+            }
+            map.reserve(tokens.len() + 1 - n);
+            for w in tokens.windows(n) {
+                let mut g: Gram<'a> = [""; 4];
+                g[..n].copy_from_slice(w);
+                let c = map.entry(g).or_insert(0);
+                if *c == 0 && n == 1 {
+                    out.unigrams.push(w[0]);
+                }
+                *c += 1;
+            }
         }
+        out
     }
-    map
+
+    fn get(&self, n: usize, g: &Gram<'a>) -> u32 {
+        self.counts[n - 1].get(g).copied().unwrap_or(0)
+    }
 }
 
 fn brevity_penalty(closest_ref_len: usize, hyp_len: usize) -> f64 {
@@ -45,27 +78,27 @@ fn combine(p: &[(f64, f64); 4], ref_len: usize, hyp_len: usize) -> f64 {
 }
 
 /// Sentence BLEU-4 of `hyp` against one reference (modified precision, smoothing method 1).
-pub(crate) fn bleu(reference: &[&str], hyp: &[&str]) -> f64 {
+pub(crate) fn bleu(reference: &NGrams<'_>, hyp: &NGrams<'_>) -> f64 {
     let mut p = [(0.0, 0.0); 4];
     for (i, slot) in p.iter_mut().enumerate() {
         let n = i + 1;
-        let counts = ngram_counts(hyp, n);
-        let ref_counts = ngram_counts(reference, n);
-        let numerator: usize = counts
-            .iter()
-            .map(|(g, &c)| c.min(ref_counts.get(g).copied().unwrap_or(0)))
-            .sum();
-        let total: usize = counts.values().sum();
+        let mut numerator = 0u64;
+        let mut total = 0u64;
+        for (g, &c) in &hyp.counts[i] {
+            numerator += u64::from(c.min(reference.get(n, g)));
+            total += u64::from(c);
+        }
         *slot = (numerator as f64, total.max(1) as f64);
     }
-    combine(&p, reference.len(), hyp.len())
+    combine(&p, reference.len, hyp.len)
 }
 
 /// Keyword-weighted n-gram match: a recall over the reference's n-grams where, for unigrams,
-/// a keyword weighs 1 and any other token `other_weight` (0.2 in the paper).
+/// a keyword weighs 1 and any other token `other_weight` (0.2 in the paper). The unigram sums
+/// run in the reference's first-occurrence order, as codebleu's do.
 pub(crate) fn weighted_ngram_match(
-    reference: &[&str],
-    hyp: &[&str],
+    reference: &NGrams<'_>,
+    hyp: &NGrams<'_>,
     is_keyword: &dyn Fn(&str) -> bool,
     other_weight: f64,
     compat: bool,
@@ -73,28 +106,30 @@ pub(crate) fn weighted_ngram_match(
     let mut p = [(0.0, 0.0); 4];
     for (i, slot) in p.iter_mut().enumerate() {
         let n = i + 1;
-        let counts = ngram_counts(hyp, n);
-        let ref_counts = ngram_counts(reference, n);
-        let clipped = |g: &[&str], c: usize| c.min(counts.get(g).copied().unwrap_or(0));
         if n == 1 {
-            let w = |g: &[&str]| {
-                if is_keyword(g[0]) { 1.0 } else { other_weight }
-            };
-            let num: f64 = ref_counts
-                .iter()
-                .map(|(g, &c)| clipped(g, c) as f64 * w(g))
-                .sum();
-            let den: f64 = ref_counts.iter().map(|(g, &c)| c as f64 * w(g)).sum();
-            *slot = (num, den.max(1.0));
+            let mut num = 0.0;
+            let mut den = 0.0;
+            for &t in &reference.unigrams {
+                let g = [t, "", "", ""];
+                let c = reference.get(1, &g);
+                let w = if is_keyword(t) { 1.0 } else { other_weight };
+                num += f64::from(c.min(hyp.get(1, &g))) * w;
+                den += f64::from(c) * w;
+            }
+            *slot = (num, f64::max(den, 1.0));
         } else {
-            let num: usize = ref_counts.iter().map(|(g, &c)| clipped(g, c)).sum();
-            let den: usize = ref_counts.values().sum();
+            let mut num = 0u64;
+            let mut den = 0u64;
+            for (g, &c) in &reference.counts[i] {
+                num += u64::from(c.min(hyp.get(n, g)));
+                den += u64::from(c);
+            }
             *slot = (num as f64, den.max(1) as f64);
         }
     }
     // codebleu's `closest_ref_length` sees the (tokens, weights) pair, whose length is 2.
-    let ref_len = if compat { 2 } else { reference.len() };
-    combine(&p, ref_len, hyp.len())
+    let ref_len = if compat { 2 } else { reference.len };
+    combine(&p, ref_len, hyp.len)
 }
 
 #[cfg(test)]
@@ -106,6 +141,6 @@ mod tests {
         let h: Vec<&str> = "It is a guide to action which ensures that the military always obeys the commands of the party".split(' ').collect();
         let r: Vec<&str> = "It is a guide to action that ensures that the military will forever heed Party commands".split(' ').collect();
         // NLTK: sentence_bleu([reference1], hypothesis1) == 0.4118...
-        assert!((bleu(&r, &h) - 0.4118).abs() < 1e-4);
+        assert!((bleu(&NGrams::new(&r), &NGrams::new(&h)) - 0.4118).abs() < 1e-4);
     }
 }

@@ -6,7 +6,7 @@
 //! what they leave out (a Rust `function_item` contributes its parameters only) and their
 //! `list(set(...))` merges, whose order comes from [`super::pyset`].
 
-use std::collections::HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet};
 
 use tree_sitter::{Node, Point};
 
@@ -86,27 +86,30 @@ fn variable_index(
 }
 
 /// Python's `code[line][a:b]` on code points, with byte columns as tree-sitter gives them.
-fn slice_chars(line: &str, a: usize, b: Option<usize>) -> String {
-    let chars: Vec<char> = line.chars().collect();
-    let a = a.min(chars.len());
-    let b = b.unwrap_or(chars.len()).min(chars.len());
-    if a >= b {
-        String::new()
-    } else {
-        chars[a..b].iter().collect()
-    }
+fn slice_chars(line: &str, a: usize, b: Option<usize>) -> &str {
+    // Byte offset of code point `i` (the line's end when past it).
+    let at = |i: usize| {
+        if line.is_ascii() {
+            i.min(line.len())
+        } else {
+            line.char_indices().nth(i).map_or(line.len(), |(o, _)| o)
+        }
+    };
+    let a = at(a);
+    let b = b.map_or(line.len(), at);
+    if a >= b { "" } else { &line[a..b] }
 }
 
 fn index_to_code_token(lines: &[&str], (s, e): (Point, Point)) -> String {
     let get = |r: usize| lines.get(r).copied().unwrap_or("");
     if s.row == e.row {
-        slice_chars(get(s.row), s.column, Some(e.column))
+        slice_chars(get(s.row), s.column, Some(e.column)).to_string()
     } else {
-        let mut out = slice_chars(get(s.row), s.column, None);
+        let mut out = slice_chars(get(s.row), s.column, None).to_string();
         for r in s.row + 1..e.row {
             out.push_str(get(r));
         }
-        out.push_str(&slice_chars(get(e.row), 0, Some(e.column)));
+        out.push_str(slice_chars(get(e.row), 0, Some(e.column)));
         out
     }
 }
@@ -121,7 +124,7 @@ fn sort_by_idx(mut dfg: Vec<Edge>) -> Vec<Edge> {
 fn merge_loop(dfg: Vec<Edge>) -> Vec<Edge> {
     let mut order: Vec<(String, usize, Rel)> = Vec::new();
     type Key = (String, usize, Rel);
-    let mut map: HashMap<Key, (Vec<String>, Vec<usize>)> = HashMap::new();
+    let mut map: HashMap<Key, (Vec<String>, Vec<usize>)> = HashMap::default();
     for e in dfg {
         let key = (e.code.clone(), e.idx, e.rel);
         match map.get_mut(&key) {
@@ -156,7 +159,7 @@ fn merge_loop(dfg: Vec<Edge>) -> Vec<Edge> {
 }
 
 fn merge_states(others: Vec<States>) -> States {
-    let mut new: States = HashMap::new();
+    let mut new: States = HashMap::default();
     for dic in others {
         for (k, v) in dic {
             new.entry(k).or_default().extend(v);
@@ -554,7 +557,7 @@ pub(crate) fn normalized_dataflow(
 ) -> Vec<NormEdge> {
     let mut ctx = Ctx {
         lang,
-        index: HashMap::new(),
+        index: HashMap::default(),
         kind,
     };
     let mut keys = Vec::new();
@@ -565,15 +568,15 @@ pub(crate) fn normalized_dataflow(
         ctx.index.insert(*k, (i, text));
     }
     let result = match ctx.lang {
-        Lang::Python => python(&ctx, Some(&root), States::new()),
-        Lang::Rust => rust(&ctx, Some(&root), States::new()),
+        Lang::Python => python(&ctx, Some(&root), States::default()),
+        Lang::Rust => rust(&ctx, Some(&root), States::default()),
     };
     let dfg = match result {
         Ok((d, _)) => sort_by_idx(d),
         Err(Abort) => Vec::new(),
     };
     // Keep edges that touch another edge, then merge edges of the same token.
-    let mut used = std::collections::HashSet::new();
+    let mut used = FxHashSet::default();
     for d in &dfg {
         if !d.idxs.is_empty() {
             used.insert(d.idx);
@@ -581,7 +584,7 @@ pub(crate) fn normalized_dataflow(
         used.extend(d.idxs.iter().copied());
     }
     let mut order: Vec<usize> = Vec::new();
-    let mut by_idx: HashMap<usize, Edge> = HashMap::new();
+    let mut by_idx: HashMap<usize, Edge> = HashMap::default();
     for d in dfg.into_iter().filter(|d| used.contains(&d.idx)) {
         match by_idx.get_mut(&d.idx) {
             None => {
@@ -598,7 +601,7 @@ pub(crate) fn normalized_dataflow(
         }
     }
     // normalize_dataflow
-    let mut var: HashMap<String, usize> = HashMap::new();
+    let mut var: HashMap<String, usize> = HashMap::default();
     let mut out = Vec::with_capacity(order.len());
     for i in order {
         let Some(e) = by_idx.remove(&i) else { continue };

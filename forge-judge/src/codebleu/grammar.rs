@@ -13,20 +13,29 @@ const PYTHON_KEYWORDS: &str = include_str!("keywords/python.txt");
 /// codebleu 0.7.0's `keywords/rust.txt`.
 const RUST_KEYWORDS: &str = include_str!("keywords/rust.txt");
 
-/// The keyword list of a language, one keyword per line as in codebleu.
-pub(crate) fn keywords(lang: Lang) -> &'static [&'static str] {
+/// Whether `token` is on the language's keyword list (one keyword per line, as in codebleu).
+pub(crate) fn is_keyword(lang: Lang, token: &str) -> bool {
+    use rustc_hash::FxHashSet;
     use std::sync::OnceLock;
-    static PY: OnceLock<Vec<&'static str>> = OnceLock::new();
-    static RS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    static PY: OnceLock<FxHashSet<&'static str>> = OnceLock::new();
+    static RS: OnceLock<FxHashSet<&'static str>> = OnceLock::new();
     let (cell, text) = match lang {
         Lang::Python => (&PY, PYTHON_KEYWORDS),
         Lang::Rust => (&RS, RUST_KEYWORDS),
     };
     cell.get_or_init(|| text.lines().map(str::trim).collect())
+        .contains(token)
 }
 
 thread_local! {
     static PARSERS: RefCell<[Option<Parser>; 2]> = const { RefCell::new([None, None]) };
+}
+
+fn language(lang: Lang) -> tree_sitter::Language {
+    match lang {
+        Lang::Python => tree_sitter_python::LANGUAGE.into(),
+        Lang::Rust => tree_sitter_rust::LANGUAGE.into(),
+    }
 }
 
 pub(crate) struct Grammar {
@@ -45,11 +54,7 @@ impl Grammar {
             let slot = &mut parsers[self.lang as usize];
             if slot.is_none() {
                 let mut p = Parser::new();
-                let language: tree_sitter::Language = match self.lang {
-                    Lang::Python => tree_sitter_python::LANGUAGE.into(),
-                    Lang::Rust => tree_sitter_rust::LANGUAGE.into(),
-                };
-                p.set_language(&language).ok()?;
+                p.set_language(&language(self.lang)).ok()?;
                 *slot = Some(p);
             }
             slot.as_mut()?.parse(code, None)
@@ -58,7 +63,7 @@ impl Grammar {
 
     /// The node's type as the rules expect it.
     pub(crate) fn kind(&self, node: &Node<'_>) -> &'static str {
-        let k = node.kind();
+        let k = self.raw_kind(node);
         if self.compat {
             map_kind(self.lang, k)
         } else {
@@ -66,10 +71,32 @@ impl Grammar {
         }
     }
 
+    /// `node.kind()` through a table built once per language (`Node::kind` re-measures and
+    /// re-validates the C string on every call).
+    pub(crate) fn raw_kind(&self, node: &Node<'_>) -> &'static str {
+        use std::sync::OnceLock;
+        static TABLES: [OnceLock<Vec<&'static str>>; 2] = [OnceLock::new(), OnceLock::new()];
+        let table = TABLES[self.lang as usize].get_or_init(|| {
+            let language = language(self.lang);
+            (0..language.node_kind_count())
+                .map(|id| {
+                    u16::try_from(id)
+                        .ok()
+                        .and_then(|id| language.node_kind_for_id(id))
+                        .unwrap_or("")
+                })
+                .collect()
+        });
+        match table.get(usize::from(node.kind_id())) {
+            Some(k) if !k.is_empty() => k,
+            _ => node.kind(),
+        }
+    }
+
     /// How the node prints in the S-expression of the grammar the mode targets.
     pub(crate) fn shape(&self, node: &Node<'_>) -> Shape {
         match (self.compat, self.lang) {
-            (true, Lang::Rust) => rust_shape(node),
+            (true, Lang::Rust) => rust_shape(self.raw_kind(node), node),
             _ => Shape::Keep,
         }
     }
@@ -92,8 +119,8 @@ fn map_kind(_lang: Lang, k: &'static str) -> &'static str {
 /// tree-sitter-rust 0.23 wrapped generic parameters in `type_parameter` / `lifetime_parameter`
 /// nodes; 0.21 had the bare name, `constrained_type_parameter left: … bounds: …` and
 /// `optional_type_parameter name: … default_type: …`.
-fn rust_shape(node: &Node<'_>) -> Shape {
-    match node.kind() {
+fn rust_shape(kind: &str, node: &Node<'_>) -> Shape {
+    match kind {
         "type_parameter" | "lifetime_parameter" => {
             let bounds = node.child_by_field_name("bounds").is_some();
             let default = node.child_by_field_name("default_type").is_some();

@@ -29,6 +29,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use rayon::prelude::*;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -162,43 +163,46 @@ impl CodeBleu {
         self.lang
     }
 
+    /// One snippet's tokens, n-gram counts, subtrees and dataflow edges.
+    fn prepare<'a>(&self, text: &'a str) -> Prepared<'a> {
+        let text = py_strip(text);
+        let ngrams = bleu::NGrams::new(&py_split(text));
+        let code = match self.lang {
+            Lang::Python => strip::strip_python(text),
+            Lang::Rust => strip::strip_c_like(text),
+        };
+        let g = grammar::Grammar::new(self.lang, self.compat);
+        let Some(tree) = g.parse(&code) else {
+            return Prepared { ngrams, tree: None };
+        };
+        let subtrees = syntax::subtree_counts(&g, tree.root_node());
+        let kind = |n: &tree_sitter::Node<'_>| g.kind(n);
+        let dataflow = dataflow::normalized_dataflow(self.lang, &code, tree.root_node(), &kind);
+        Prepared {
+            ngrams,
+            tree: Some((subtrees, dataflow)),
+        }
+    }
+
     /// Score one candidate against one reference.
     #[must_use]
     pub fn score(&self, reference: &str, candidate: &str) -> CodeBleuScore {
-        let reference = py_strip(reference);
-        let candidate = py_strip(candidate);
-        let ref_toks = py_split(reference);
-        let cand_toks = py_split(candidate);
-        let ngram = bleu::bleu(&ref_toks, &cand_toks);
-        let kw = grammar::keywords(self.lang);
+        self.combine(&self.prepare(reference), &self.prepare(candidate))
+    }
+
+    fn combine(&self, reference: &Prepared<'_>, candidate: &Prepared<'_>) -> CodeBleuScore {
+        let ngram = bleu::bleu(&reference.ngrams, &candidate.ngrams);
         let weighted = bleu::weighted_ngram_match(
-            &ref_toks,
-            &cand_toks,
-            &|t| kw.contains(&t),
+            &reference.ngrams,
+            &candidate.ngrams,
+            &|t| grammar::is_keyword(self.lang, t),
             self.keyword_weight,
             self.compat,
         );
-
-        let strip = |s: &str| match self.lang {
-            Lang::Python => strip::strip_python(s),
-            Lang::Rust => strip::strip_c_like(s),
-        };
-        let ref_code = strip(reference);
-        let cand_code = strip(candidate);
-        let g = grammar::Grammar::new(self.lang, self.compat);
-        let ref_tree = g.parse(&ref_code);
-        let cand_tree = g.parse(&cand_code);
-
-        let (syntax, dataflow, df_total) = match (&ref_tree, &cand_tree) {
-            (Some(rt), Some(ct)) => {
-                let rs = syntax::subtree_sexps(&g, rt.root_node());
-                let cs = syntax::subtree_sexps(&g, ct.root_node());
-                let (m, t) = syntax::match_counts(&rs, &cs);
-                let kind = |n: &tree_sitter::Node<'_>| g.kind(n);
-                let rd = dataflow::normalized_dataflow(self.lang, &ref_code, rt.root_node(), &kind);
-                let cd =
-                    dataflow::normalized_dataflow(self.lang, &cand_code, ct.root_node(), &kind);
-                let (dm, dt) = dataflow::match_counts(&rd, &cd);
+        let (syntax, dataflow, df_total) = match (&reference.tree, &candidate.tree) {
+            (Some((rs, rd)), Some((cs, cd))) => {
+                let (m, t) = syntax::match_counts(rs, cs);
+                let (dm, dt) = dataflow::match_counts(rd, cd);
                 let df = if dt == 0 { 0.0 } else { dm as f64 / dt as f64 };
                 (if t == 0 { 0.0 } else { m as f64 / t as f64 }, df, dt)
             }
@@ -244,17 +248,53 @@ impl CodeBleu {
     }
 
     /// Score many (reference, candidate) pairs in parallel (rayon); the order of the result is
-    /// the order of the input.
+    /// the order of the input. Each distinct reference is tokenised, parsed and analysed once,
+    /// however many candidates it is paired with.
     #[must_use]
     pub fn score_batch<R: AsRef<str> + Sync, C: AsRef<str> + Sync>(
         &self,
         pairs: &[(R, C)],
     ) -> Vec<CodeBleuScore> {
+        let mut seen: FxHashMap<&str, usize> = FxHashMap::default();
+        let mut distinct: Vec<&str> = Vec::new();
+        let ref_of: Vec<usize> = pairs
+            .iter()
+            .map(|(r, _)| {
+                *seen.entry(r.as_ref()).or_insert_with(|| {
+                    distinct.push(r.as_ref());
+                    distinct.len() - 1
+                })
+            })
+            .collect();
+        let refs: Vec<Prepared<'_>> = distinct.par_iter().map(|r| self.prepare(r)).collect();
         pairs
             .par_iter()
-            .map(|(r, c)| self.score(r.as_ref(), c.as_ref()))
+            .zip(ref_of)
+            .map(|((_, c), r)| self.combine(&refs[r], &self.prepare(c.as_ref())))
             .collect()
     }
+
+    /// Score many candidates against one reference (e.g. the n samples of one task), in
+    /// parallel, in input order; the reference is analysed once.
+    #[must_use]
+    pub fn score_candidates<C: AsRef<str> + Sync>(
+        &self,
+        reference: &str,
+        candidates: &[C],
+    ) -> Vec<CodeBleuScore> {
+        let r = self.prepare(reference);
+        candidates
+            .par_iter()
+            .map(|c| self.combine(&r, &self.prepare(c.as_ref())))
+            .collect()
+    }
+}
+
+/// One snippet analysed for every component.
+struct Prepared<'a> {
+    ngrams: bleu::NGrams<'a>,
+    /// Subtrees and normalised dataflow; `None` when tree-sitter returned no tree.
+    tree: Option<(syntax::Subtrees, Vec<dataflow::NormEdge>)>,
 }
 
 /// Python's `str.isspace` for one character (Unicode whitespace plus `\x1c`..`\x1f`).

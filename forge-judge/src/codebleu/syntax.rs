@@ -3,106 +3,156 @@
 //! `ts_node_string`) that also occur in the candidate's tree. Like codebleu 0.7.0 it counts
 //! reference subtrees found in the candidate.
 
-use std::collections::HashSet;
-
+use rustc_hash::FxHashMap;
 use tree_sitter::{Node, TreeCursor};
 
 use super::grammar::{Grammar, Shape};
 
-/// S-expressions of the root and of every node that has children (the subtrees codebleu
-/// walks), after the grammar's compat reshaping.
-pub(crate) fn subtree_sexps(g: &Grammar, root: Node<'_>) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![root];
-    while let Some(node) = stack.pop() {
-        let mut s = String::new();
-        if node.id() == root.id() || !matches!(g.shape(&node), Shape::Splice) {
-            write_sexp(g, &node, None, &mut s);
-            out.push(s);
-        }
-        let mut c = node.walk();
-        for child in node.children(&mut c) {
-            if child.child_count() != 0 {
-                stack.push(child);
-            }
-        }
-    }
-    out
+/// The multiset of subtree S-expressions: each distinct string with its count.
+pub(crate) type Subtrees = FxHashMap<String, u32>;
+
+/// What a node contributes to its parent's S-expression.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Neither named nor missing: prints nothing, its children do not print into the parent.
+    Hidden,
+    /// `(UNEXPECTED …)` / `(MISSING …)`: the library's own text.
+    Verbatim,
+    /// `(kind child child …)`.
+    Node,
+    /// Absent from the old grammar: its children print in its place, without fields.
+    Splice,
 }
 
-fn write_children(
-    g: &Grammar,
-    cursor: &mut TreeCursor<'_>,
-    out: &mut String,
-    renames: &[(&str, &str)],
-) {
-    if !cursor.goto_first_child() {
-        return;
-    }
-    loop {
-        let child = cursor.node();
-        let field = cursor
-            .field_name()
-            .map(|f| renames.iter().find(|(a, _)| *a == f).map_or(f, |(_, b)| *b));
-        write_sexp(g, &child, field, out);
-        if !cursor.goto_next_sibling() {
-            break;
-        }
-    }
-    cursor.goto_parent();
+struct Frame {
+    role: Role,
+    /// The field this node has in its parent (already renamed; `None` under a splice).
+    field: Option<&'static str>,
+    renames: &'static [(&'static str, &'static str)],
+    /// `(kind …` so far (`Node`), the verbatim text, or the spliced children (each with its
+    /// leading space).
+    buf: String,
+    listed: bool,
 }
 
-fn write_sexp(g: &Grammar, node: &Node<'_>, field: Option<&str>, out: &mut String) {
-    let visible = node.is_missing() || node.is_named();
-    if !visible {
-        return;
-    }
-    if node.is_error() && node.child_count() == 0 || node.is_missing() {
-        // `(UNEXPECTED 'c')` / `(MISSING …)`: the library's own text.
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        if let Some(f) = field {
-            out.push_str(f);
-            out.push_str(": ");
-        }
-        out.push_str(&node.to_sexp());
-        return;
-    }
-    let (kind, renames): (&str, &[(&str, &str)]) = match g.shape(node) {
-        Shape::Keep => (node.kind(), &[]),
-        Shape::Rename(kind, renames) => (kind, renames),
-        Shape::Splice => {
-            // The old grammar had no node here: its children stand in its place, without fields.
-            let mut c = node.walk();
-            for child in node.children(&mut c) {
-                write_sexp(g, &child, None, out);
-            }
-            return;
+fn enter(g: &Grammar, node: &Node<'_>, field: Option<&'static str>, root: bool) -> Frame {
+    let listed = root || node.child_count() != 0 && !matches!(g.shape(node), Shape::Splice);
+    let (role, renames, buf) = if !(node.is_missing() || node.is_named()) {
+        (Role::Hidden, &[][..], String::new())
+    } else if node.is_error() && node.child_count() == 0 || node.is_missing() {
+        (Role::Verbatim, &[][..], node.to_sexp())
+    } else {
+        let (kind, renames): (&str, &'static [(&'static str, &'static str)]) = match g.shape(node) {
+            Shape::Keep => (g.raw_kind(node), &[]),
+            Shape::Rename(kind, renames) => (kind, renames),
+            Shape::Splice => ("", &[]),
+        };
+        if kind.is_empty() {
+            (Role::Splice, renames, String::new())
+        } else {
+            let mut buf = String::with_capacity(kind.len() + 16);
+            buf.push('(');
+            buf.push_str(kind);
+            (Role::Node, renames, buf)
         }
     };
-    if !out.is_empty() {
-        out.push(' ');
+    Frame {
+        role,
+        field,
+        renames,
+        buf,
+        listed,
     }
-    if let Some(f) = field {
-        out.push_str(f);
-        out.push_str(": ");
-    }
-    out.push('(');
-    out.push_str(kind);
-    let mut cursor = node.walk();
-    write_children(g, &mut cursor, out, renames);
-    out.push(')');
 }
 
-/// (matched, total) reference subtrees.
-pub(crate) fn match_counts(reference: &[String], candidate: &[String]) -> (usize, usize) {
-    let cand: HashSet<&str> = candidate.iter().map(String::as_str).collect();
-    let matched = reference
-        .iter()
-        .filter(|s| cand.contains(s.as_str()))
-        .count();
-    (matched, reference.len())
+/// The field name the cursor's node prints with inside `parent`.
+fn child_field(parent: &Frame, cursor: &TreeCursor<'_>) -> Option<&'static str> {
+    if parent.role == Role::Splice {
+        return None;
+    }
+    cursor.field_name().map(|f| {
+        parent
+            .renames
+            .iter()
+            .find(|(a, _)| *a == f)
+            .map_or(f, |(_, b)| *b)
+    })
+}
+
+/// The multiset of S-expressions of the root and of every node that has children (the
+/// subtrees codebleu walks), after the grammar's compat reshaping, each printed as
+/// `ts_node_string` prints it.
+///
+/// One walk: every node's text is built once, from its children's finished texts, so the cost
+/// is the total length of the strings rather than a tree walk per subtree. The walk is
+/// iterative (no recursion on deep user input).
+pub(crate) fn subtree_counts(g: &Grammar, root: Node<'_>) -> Subtrees {
+    let mut out = Subtrees::default();
+    let mut cursor = root.walk();
+    let mut stack = vec![enter(g, &root, None, true)];
+    loop {
+        if cursor.goto_first_child() {
+            let field = stack.last().and_then(|p| child_field(p, &cursor));
+            stack.push(enter(g, &cursor.node(), field, false));
+            continue;
+        }
+        loop {
+            let Some(mut frame) = stack.pop() else {
+                return out;
+            };
+            if frame.role == Role::Node {
+                frame.buf.push(')');
+            }
+            if let Some(parent) = stack.last_mut() {
+                if parent.role != Role::Hidden {
+                    match frame.role {
+                        Role::Hidden => {}
+                        Role::Splice => parent.buf.push_str(&frame.buf),
+                        Role::Verbatim | Role::Node => {
+                            parent.buf.push(' ');
+                            if let Some(f) = frame.field {
+                                parent.buf.push_str(f);
+                                parent.buf.push_str(": ");
+                            }
+                            parent.buf.push_str(&frame.buf);
+                        }
+                    }
+                }
+            }
+            if frame.listed {
+                let text = if frame.role == Role::Splice {
+                    // Printed into an empty buffer: no space before the first item.
+                    frame.buf.split_off(frame.buf.len().min(1))
+                } else {
+                    frame.buf
+                };
+                *out.entry(text).or_insert(0) += 1;
+            }
+            if stack.is_empty() {
+                return out;
+            }
+            if cursor.goto_next_sibling() {
+                let field = stack.last().and_then(|p| child_field(p, &cursor));
+                stack.push(enter(g, &cursor.node(), field, false));
+                break;
+            }
+            cursor.goto_parent();
+        }
+    }
+}
+
+/// (matched, total) reference subtrees: reference subtrees (with multiplicity) whose text
+/// occurs in the candidate.
+pub(crate) fn match_counts(reference: &Subtrees, candidate: &Subtrees) -> (usize, usize) {
+    let mut matched = 0;
+    let mut total = 0;
+    for (s, &n) in reference {
+        total += n as usize;
+        if candidate.contains_key(s) {
+            matched += n as usize;
+        }
+    }
+    (matched, total)
 }
 
 #[cfg(test)]
@@ -110,13 +160,39 @@ mod tests {
     use super::*;
     use crate::codebleu::Lang;
 
+    /// Without compat reshaping every listed subtree prints exactly as `ts_node_string`.
     #[test]
-    fn builder_equals_ts_node_string_without_compat() {
-        let g = Grammar::new(Lang::Rust, false);
-        let code = "fn f<'a, T: Clone>(x: &'a T) -> Option<T> { let y = x.clone(); if let Some(z) = y { z } else { y } }\nfn g( {";
-        let tree = g.parse(code).expect("parse");
-        let mut s = String::new();
-        write_sexp(&g, &tree.root_node(), None, &mut s);
-        assert_eq!(s, tree.root_node().to_sexp());
+    fn one_walk_equals_ts_node_string_per_subtree() {
+        for (lang, code) in [
+            (
+                Lang::Rust,
+                "fn f<'a, T: Clone>(x: &'a T) -> Option<T> { let y = x.clone(); if let Some(z) = y { z } else { y } }\nfn g( {",
+            ),
+            (
+                Lang::Python,
+                "def f(a, b=1, *c):\n    if a:\n        return [x for x in c if x]\n    return b +\n",
+            ),
+        ] {
+            let g = Grammar::new(lang, false);
+            let tree = g.parse(code).expect("parse");
+            let mut expected = Subtrees::default();
+            let mut stack = vec![tree.root_node()];
+            while let Some(n) = stack.pop() {
+                *expected.entry(n.to_sexp()).or_insert(0) += 1;
+                let mut c = n.walk();
+                stack.extend(n.children(&mut c).filter(|c| c.child_count() != 0));
+            }
+            assert_eq!(subtree_counts(&g, tree.root_node()), expected, "{lang}");
+        }
+    }
+
+    #[test]
+    fn match_counts_counts_reference_multiplicity() {
+        let r: Subtrees = [("(a)".to_string(), 3), ("(b)".to_string(), 1)]
+            .into_iter()
+            .collect();
+        let c: Subtrees = [("(a)".to_string(), 1)].into_iter().collect();
+        assert_eq!(match_counts(&r, &c), (3, 4));
+        assert_eq!(match_counts(&c, &r), (1, 1));
     }
 }
