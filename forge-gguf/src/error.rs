@@ -291,6 +291,12 @@ pub enum Error {
     /// A writer plan that cannot be written (bad name, shape, value, order).
     #[error("invalid gguf output: {0}")]
     InvalidWrite(String),
+
+    // ---- export ----
+    /// An export that cannot be done: a bad model description, tensor,
+    /// tokenizer or adapter (the message names it).
+    #[error("export: {0}")]
+    Export(String),
 }
 
 impl Error {
@@ -323,7 +329,8 @@ impl Error {
             | ReadData { .. }
             | MissingKey { .. }
             | WrongType { .. }
-            | InvalidWrite(_) => None,
+            | InvalidWrite(_)
+            | Export(_) => None,
         }
     }
 

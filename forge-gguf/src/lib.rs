@@ -3,6 +3,7 @@
 
 pub mod dump;
 mod error;
+pub mod export;
 mod file;
 mod format;
 mod metadata;
