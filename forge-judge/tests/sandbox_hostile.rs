@@ -12,7 +12,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use exec_support::{processes_mentioning, sandbox_dirs};
-use forge_judge::{Lang, Outcome, Problem, ProcessIsolation, Runner, SampleResult, TimeLimit};
+use forge_judge::{
+    Isolation, Lang, NetworkIsolation, Outcome, Problem, ProcessIsolation, Runner, SampleResult,
+    TimeLimit, isolation,
+};
 
 /// The tests of this file run one at a time so the leftover checks see only their own runs.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -117,11 +120,11 @@ fn timed_out(r: &SampleResult) -> bool {
     matches!(r.run.outcome, Outcome::TimedOut { .. })
 }
 
-#[test]
-fn python_hostile_samples_are_contained() {
-    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+/// The Python attacks under `iso` (the best available, or a fallback).
+fn python_attacks(iso: Isolation) {
     let ctx = setup();
-    let py = runner(Lang::Python);
+    let py = runner(Lang::Python).with_isolation(iso.clone());
+    eprintln!("isolation: {iso}");
     let me = std::process::id();
     let outside = ctx.outside.path().display().to_string();
     let port = ctx.port;
@@ -169,6 +172,7 @@ fn python_hostile_samples_are_contained() {
     assert!(forked < 64, "process limit not enforced: {forked} forks");
 
     let big = runner(Lang::Python)
+        .with_isolation(iso.clone())
         .with_memory(512 << 20)
         .with_timeout(Duration::from_secs(20));
     let r = attack(
@@ -207,10 +211,7 @@ fn python_hostile_samples_are_contained() {
         ),
     );
 
-    if matches!(
-        forge_judge::isolation().processes,
-        ProcessIsolation::PidNamespace { .. }
-    ) {
+    if matches!(iso.processes, ProcessIsolation::PidNamespace { .. }) {
         // Would kill this test process (and everything else of its user) if not contained.
         attack(
             &py,
@@ -220,6 +221,30 @@ fn python_hostile_samples_are_contained() {
                 "def attack():\n    import os, signal\n    killed = 0\n    for pid in [{me}, -1]:\n        try:\n            os.kill(pid, signal.SIGKILL)\n            killed += 1\n        except OSError as e:\n            print('refused', pid, e)\n    assert killed == 2\n"
             ),
         );
+    }
+}
+
+#[test]
+fn python_hostile_samples_are_contained() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    python_attacks(isolation().clone());
+}
+
+/// The fallbacks this machine can also run: no namespaces (seccomp socket filter, Landlock,
+/// process group + pids cgroup or RLIMIT_NPROC) and no Landlock (namespaces + read-only mounts).
+#[test]
+fn python_hostile_samples_are_contained_by_the_fallbacks() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let best = isolation();
+    if best.filesystem.landlock.is_some() {
+        python_attacks(best.without_namespaces());
+    } else {
+        println!("skipped without_namespaces: no Landlock here, writes would not be confined");
+    }
+    if best.network == NetworkIsolation::Namespace && best.filesystem.read_only_mounts {
+        python_attacks(best.without_landlock());
+    } else {
+        println!("skipped without_landlock: no namespaces here");
     }
 }
 

@@ -210,6 +210,14 @@ impl Runner {
         self
     }
 
+    /// Runs both steps under `iso` (see [`Sandbox::with_isolation`]).
+    #[must_use]
+    pub fn with_isolation(mut self, iso: Isolation) -> Self {
+        self.sandbox = self.sandbox.with_isolation(iso.clone());
+        self.compile_sandbox = self.compile_sandbox.with_isolation(iso);
+        self
+    }
+
     /// Parallel samples (default: available cores).
     #[must_use]
     pub fn with_threads(mut self, n: usize) -> Self {
@@ -355,7 +363,8 @@ impl Runner {
                 .collect()
         });
         let results = results.into_iter().collect::<Result<Vec<_>>>()?;
-        let summary = summarize(self.lang, problems, &results, ks)?;
+        let mut summary = summarize(self.lang, problems, &results, ks)?;
+        summary.isolation = self.sandbox.effective_isolation().clone();
         Ok(Evaluation { results, summary })
     }
 }

@@ -37,6 +37,7 @@ pub(crate) enum Stage {
     Landlock = 10,
     Seccomp = 11,
     Exec = 12,
+    ReadOnly = 13,
 }
 
 impl Stage {
@@ -55,6 +56,7 @@ impl Stage {
             10 => Landlock,
             11 => Seccomp,
             12 => Exec,
+            13 => ReadOnly,
             _ => return None,
         })
     }
@@ -74,6 +76,7 @@ impl Stage {
             Landlock => "Landlock ruleset",
             Seccomp => "seccomp filter",
             Exec => "execve",
+            ReadOnly => "remounting / read-only (all but the sandbox directory)",
         }
     }
 }
@@ -104,6 +107,7 @@ pub(crate) struct Plan {
     pub(crate) uid_map: Vec<u8>,
     pub(crate) gid_map: Vec<u8>,
     pub(crate) mount_proc: bool,
+    pub(crate) read_only_root: bool,
     pub(crate) rlimits: Vec<(c_int, u64)>,
     pub(crate) landlock: Option<LandlockPlan>,
     pub(crate) seccomp: Option<Vec<libc::sock_filter>>,
@@ -306,25 +310,31 @@ unsafe fn init(plan: &Plan, ptrs: &ExecPtrs) -> ! {
             0,
             0,
         );
-        if plan.mount_proc {
-            let none: *const c_char = std::ptr::null();
-            if libc::mount(
+        let none: *const c_char = std::ptr::null();
+        if (plan.mount_proc || plan.read_only_root)
+            && libc::mount(
                 none,
                 c"/".as_ptr(),
                 none,
                 libc::MS_REC | libc::MS_PRIVATE,
                 std::ptr::null(),
             ) != 0
-                || libc::mount(
-                    c"proc".as_ptr(),
-                    c"/proc".as_ptr(),
-                    c"proc".as_ptr(),
-                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                    std::ptr::null(),
-                ) != 0
-            {
-                fail(st, Stage::Mounts);
-            }
+        {
+            fail(st, Stage::Mounts);
+        }
+        if plan.mount_proc
+            && libc::mount(
+                c"proc".as_ptr(),
+                c"/proc".as_ptr(),
+                c"proc".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                std::ptr::null(),
+            ) != 0
+        {
+            fail(st, Stage::Mounts);
+        }
+        if plan.read_only_root && !read_only_root(&plan.workdir) {
+            fail(st, Stage::ReadOnly);
         }
         let pid = libc::fork();
         if pid < 0 {
@@ -375,10 +385,10 @@ unsafe fn sample(plan: &Plan, ptrs: &ExecPtrs) -> ! {
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             fail(st, Stage::NoNewPrivs);
         }
-        if let Some(ll) = &plan.landlock {
-            if !apply_landlock(ll) {
-                fail(st, Stage::Landlock);
-            }
+        if let Some(ll) = &plan.landlock
+            && !apply_landlock(ll)
+        {
+            fail(st, Stage::Landlock);
         }
         if let Some(filter) = &plan.seccomp {
             let prog = libc::sock_fprog {
@@ -414,6 +424,47 @@ unsafe fn sample(plan: &Plan, ptrs: &ExecPtrs) -> ! {
 }
 
 const SYS_CLOSE_RANGE: c_long = 436;
+const SYS_MOUNT_SETATTR: c_long = 442;
+const MOUNT_ATTR_RDONLY: u64 = 1;
+const AT_RECURSIVE: c_int = 0x8000;
+
+/// In the sandbox's private mount namespace: bind the directory onto itself, make every
+/// mount read-only (`mount_setattr(2)`, AT_RECURSIVE), then make the directory's own mount
+/// writable again.
+///
+/// # Safety
+/// Async-signal-safe system calls only; must run in a private mount namespace.
+unsafe fn read_only_root(workdir: &CString) -> bool {
+    // `struct mount_attr { attr_set, attr_clr, propagation, userns_fd }`
+    let ro: [u64; 4] = [MOUNT_ATTR_RDONLY, 0, 0, 0];
+    let rw: [u64; 4] = [0, MOUNT_ATTR_RDONLY, 0, 0];
+    // SAFETY: NUL-terminated paths and 32-byte attribute buffers.
+    unsafe {
+        libc::mount(
+            workdir.as_ptr(),
+            workdir.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND | libc::MS_REC,
+            std::ptr::null(),
+        ) == 0
+            && libc::syscall(
+                SYS_MOUNT_SETATTR,
+                libc::AT_FDCWD,
+                c"/".as_ptr(),
+                AT_RECURSIVE,
+                ro.as_ptr(),
+                32usize,
+            ) == 0
+            && libc::syscall(
+                SYS_MOUNT_SETATTR,
+                libc::AT_FDCWD,
+                workdir.as_ptr(),
+                0,
+                rw.as_ptr(),
+                32usize,
+            ) == 0
+    }
+}
 const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
 pub(crate) const SYS_LANDLOCK_CREATE_RULESET: c_long = 444;
 const SYS_LANDLOCK_ADD_RULE: c_long = 445;
@@ -484,7 +535,7 @@ mod tests {
 
     #[test]
     fn stages_round_trip() {
-        for v in 1..=12 {
+        for v in 1..=13 {
             let s = Stage::from_i64(v).expect("stage");
             assert_eq!(s as i64, v);
             assert!(!s.label().is_empty());

@@ -45,15 +45,18 @@ pub enum NetworkIsolation {
 
 /// How writes outside the sample's directory are refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FsIsolation {
-    /// Landlock with the given ABI version.
-    Landlock {
-        /// Kernel Landlock ABI version.
-        abi: u32,
-    },
-    /// Nothing: the sample can write wherever its user can.
-    None,
+pub struct FsIsolation {
+    /// Landlock ABI version in force (`None`: the kernel has no Landlock).
+    pub landlock: Option<u32>,
+    /// In the sample's private mount namespace every mount but its directory is read-only.
+    pub read_only_mounts: bool,
+}
+
+impl FsIsolation {
+    /// Some layer refuses writes outside the directory.
+    pub fn confined(&self) -> bool {
+        self.landlock.is_some() || self.read_only_mounts
+    }
 }
 
 /// How the sample is kept away from other processes.
@@ -105,9 +108,11 @@ impl std::fmt::Display for Isolation {
             NetworkIsolation::Seccomp => "seccomp socket filter".to_owned(),
             NetworkIsolation::None => "NONE".to_owned(),
         };
-        let fs = match self.filesystem {
-            FsIsolation::Landlock { abi } => format!("Landlock ABI {abi}"),
-            FsIsolation::None => "NONE".to_owned(),
+        let fs = match (self.filesystem.landlock, self.filesystem.read_only_mounts) {
+            (Some(abi), true) => format!("Landlock ABI {abi} + read-only mounts"),
+            (Some(abi), false) => format!("Landlock ABI {abi}"),
+            (None, true) => "read-only mounts".to_owned(),
+            (None, false) => "NONE".to_owned(),
         };
         let procs = match self.processes {
             ProcessIsolation::PidNamespace { private_proc: true } => "PID namespace, private /proc",
@@ -128,6 +133,41 @@ impl std::fmt::Display for Isolation {
     }
 }
 
+impl Isolation {
+    /// The same without namespaces: network through the seccomp filter, processes only in
+    /// their own group, no read-only mounts. For kernels or containers that refuse user
+    /// namespaces at run time, and to test those fallbacks.
+    #[must_use]
+    pub fn without_namespaces(&self) -> Self {
+        Self {
+            network: if confine::socket_filter().is_some() {
+                NetworkIsolation::Seccomp
+            } else {
+                NetworkIsolation::None
+            },
+            filesystem: FsIsolation {
+                read_only_mounts: false,
+                ..self.filesystem
+            },
+            processes: ProcessIsolation::ProcessGroup,
+            userns: false,
+            ..self.clone()
+        }
+    }
+
+    /// The same without Landlock.
+    #[must_use]
+    pub fn without_landlock(&self) -> Self {
+        Self {
+            filesystem: FsIsolation {
+                landlock: None,
+                ..self.filesystem
+            },
+            ..self.clone()
+        }
+    }
+}
+
 /// The isolation available here, probed once per process by running `/bin/sh -c 'exit 0'`
 /// with every layer and dropping the ones whose setup fails.
 pub fn isolation() -> &'static Isolation {
@@ -140,6 +180,7 @@ fn probe() -> Isolation {
     let root = unsafe { libc::geteuid() } == 0;
     let mut userns = true;
     let mut private_proc = true;
+    let mut read_only = true;
     let mut abi = confine::landlock_abi();
     let mut seccomp = confine::socket_filter().is_some();
     let mut cgroup_dir = PidsCgroup::parent_dir();
@@ -155,10 +196,9 @@ fn probe() -> Isolation {
             } else {
                 NetworkIsolation::None
             },
-            filesystem: if abi > 0 {
-                FsIsolation::Landlock { abi }
-            } else {
-                FsIsolation::None
+            filesystem: FsIsolation {
+                landlock: (abi > 0).then_some(abi),
+                read_only_mounts: userns && read_only,
             },
             processes: if userns {
                 ProcessIsolation::PidNamespace { private_proc }
@@ -188,7 +228,11 @@ fn probe() -> Isolation {
                     userns = false;
                     private_proc = false;
                 }
-                Stage::Mounts => private_proc = false,
+                Stage::Mounts => {
+                    private_proc = false;
+                    read_only = false;
+                }
+                Stage::ReadOnly => read_only = false,
                 Stage::Landlock => abi = 0,
                 Stage::Seccomp => seccomp = false,
                 Stage::Cgroup => cgroup_dir = None,
@@ -199,7 +243,10 @@ fn probe() -> Isolation {
     }
     Isolation {
         network: NetworkIsolation::None,
-        filesystem: FsIsolation::None,
+        filesystem: FsIsolation {
+            landlock: None,
+            read_only_mounts: false,
+        },
         processes: ProcessIsolation::ProcessGroup,
         process_limit: ProcessLimit::None,
         userns: false,
@@ -300,6 +347,7 @@ pub struct Sandbox {
     open_files: u64,
     output_limit: usize,
     env: Vec<(String, String)>,
+    isolation: Option<Isolation>,
 }
 
 impl Default for Sandbox {
@@ -321,6 +369,7 @@ impl Sandbox {
             open_files: 256,
             output_limit: 64 << 10,
             env: Vec::new(),
+            isolation: None,
         }
     }
 
@@ -382,6 +431,19 @@ impl Sandbox {
         self
     }
 
+    /// Uses `iso` (derived from [`isolation`] with [`Isolation::without_namespaces`] or
+    /// [`Isolation::without_landlock`]) instead of the best available.
+    #[must_use]
+    pub fn with_isolation(mut self, iso: Isolation) -> Self {
+        self.isolation = Some(iso);
+        self
+    }
+
+    /// The isolation runs use.
+    pub fn effective_isolation(&self) -> &Isolation {
+        self.isolation.as_ref().unwrap_or_else(|| isolation())
+    }
+
     /// The wall-clock limit.
     pub fn wall_time(&self) -> Duration {
         self.wall
@@ -400,7 +462,7 @@ impl Sandbox {
     /// `Err` only when the sandbox itself cannot be set up (for example `program` does not
     /// exist); whatever the program does is reported in [`RunOutput::outcome`].
     pub fn run(&self, dir: &Path, program: &Path, args: &[&OsStr]) -> Result<RunOutput> {
-        let iso = isolation();
+        let iso = self.effective_isolation();
         self.spawn(iso, dir, program, args).map_err(|f| match f {
             Failure::Setup(stage, errno) => Error::Sandbox(format!(
                 "running {}: {} failed: {}",
@@ -469,10 +531,11 @@ impl Sandbox {
                 (libc::RLIMIT_CORE as i32, 0),
                 (libc::RLIMIT_CPU as i32, secs(self.cpu).max(1)),
             ],
-            landlock: match iso.filesystem {
-                FsIsolation::Landlock { abi } => confine::landlock_plan(abi, dir),
-                FsIsolation::None => None,
-            },
+            read_only_root: iso.filesystem.read_only_mounts,
+            landlock: iso
+                .filesystem
+                .landlock
+                .and_then(|abi| confine::landlock_plan(abi, dir)),
             seccomp: if iso.network == NetworkIsolation::Seccomp {
                 confine::socket_filter()
             } else {
@@ -549,12 +612,12 @@ impl Sandbox {
                 killed_at = Some(now);
                 kill_sample(mid, sample_pid.or_else(|| watch.sample_pid()));
             }
-            if let Some(t) = killed_at {
-                if now.duration_since(t) > Duration::from_secs(5) {
-                    // The middle process did not report: take it down too.
-                    // SAFETY: signalling our own child's process group.
-                    unsafe { libc::kill(-mid, libc::SIGKILL) };
-                }
+            if let Some(t) = killed_at
+                && now.duration_since(t) > Duration::from_secs(5)
+            {
+                // The middle process did not report: take it down too.
+                // SAFETY: signalling our own child's process group.
+                unsafe { libc::kill(-mid, libc::SIGKILL) };
             }
             let wait = if timed_out {
                 Duration::from_millis(50)
@@ -703,8 +766,8 @@ impl Watch {
             return;
         }
         let mut buf = [0u8; 16384];
-        for i in 0..3 {
-            if pfds[i].revents == 0 {
+        for (i, pfd) in pfds.iter().enumerate() {
+            if pfd.revents == 0 {
                 continue;
             }
             // SAFETY: reading into a local buffer from our own descriptor.

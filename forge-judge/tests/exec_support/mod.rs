@@ -38,10 +38,10 @@ pub fn processes_mentioning(needle: &str) -> Vec<u32> {
         if pid == std::process::id() {
             continue;
         }
-        if let Ok(cmd) = std::fs::read(Path::new("/proc").join(pid.to_string()).join("cmdline")) {
-            if String::from_utf8_lossy(&cmd).contains(needle) {
-                out.push(pid);
-            }
+        if let Ok(cmd) = std::fs::read(Path::new("/proc").join(pid.to_string()).join("cmdline"))
+            && String::from_utf8_lossy(&cmd).contains(needle)
+        {
+            out.push(pid);
         }
     }
     out
