@@ -52,6 +52,16 @@ pub fn loss_and_grad(
     model: &mut PeftModel,
     batch: &Batch,
 ) -> Result<(Array, BTreeMap<String, Array>)> {
+    loss_and_grad_with(model, batch, false)
+}
+
+/// [`loss_and_grad`], with gradient checkpointing of the decoder blocks when
+/// `checkpoint` is set ([`PeftModel::forward_checkpointed`]).
+pub fn loss_and_grad_with(
+    model: &mut PeftModel,
+    batch: &Batch,
+    checkpoint: bool,
+) -> Result<(Array, BTreeMap<String, Array>)> {
     let params: HashMap<Rc<str>, Array> = model
         .trainable_parameters()
         .into_iter()
@@ -63,7 +73,11 @@ pub fn loss_and_grad(
      -> std::result::Result<Vec<Array>, Exception> {
         let mut run = || -> Result<Array> {
             model.set_trainable_map(&p)?;
-            let logits = model.forward(&b.0)?;
+            let logits = if checkpoint {
+                model.forward_checkpointed(&b.0)?
+            } else {
+                model.forward(&b.0)?
+            };
             masked_nll_sum(&logits, &b.1, &b.2)
         };
         run().map(|l| vec![l]).map_err(|e| match e {

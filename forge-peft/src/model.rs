@@ -386,7 +386,73 @@ impl PeftModel {
         self.forward_impl(tokens, None)
     }
 
-    fn forward_impl(&mut self, tokens: &Array, mut grams: Option<&mut Grams>) -> Result<Array> {
+    /// Logits like [`forward`](Self::forward), but under a gradient
+    /// transform each decoder block from the first adapted one on is
+    /// recomputed in the backward pass instead of keeping its activations
+    /// (gradient checkpointing, see `checkpoint.rs`). Same values as
+    /// `forward`; the gradients are equal too (test `checkpointed_gradients_equal_plain`).
+    pub fn forward_checkpointed(&mut self, tokens: &Array) -> Result<Array> {
+        self.check_tokens(tokens)?;
+        let ctx = BlockCtx::new(self.model.config(), tokens);
+        let first = self
+            .linears
+            .iter()
+            .position(|row| row.iter().any(|l| l.adapter.is_some()))
+            .unwrap_or(self.linears.len());
+        let mut h = self.model.model.embed_tokens.forward(tokens)?;
+        for (i, layer) in self.model.model.layers.iter_mut().enumerate() {
+            if i < first {
+                h = block(layer, &self.linears[i], &self.rope, &h, ctx, &mut |_, _| {
+                    Ok(())
+                })?;
+                continue;
+            }
+            // Everything the gradient reaches is an explicit input: h, then
+            // each adapter's A, B (and DoRA magnitude) in slot order.
+            let mut inputs = vec![h.clone()];
+            for l in &self.linears[i] {
+                if let Some(ad) = &l.adapter {
+                    inputs.push(ad.a.clone());
+                    inputs.push(ad.b.clone());
+                    if let Some(m) = &ad.magnitude {
+                        inputs.push(m.clone());
+                    }
+                }
+            }
+            let mut own_layer = layer.clone();
+            let mut own_lin = self.linears[i].clone();
+            let rope = self.rope.clone();
+            let f = move |xs: &[Array]| -> Result<Vec<Array>> {
+                let mut k = 1;
+                for l in &mut own_lin {
+                    if let Some(ad) = l.adapter.as_mut() {
+                        ad.a = xs[k].clone();
+                        ad.b = xs[k + 1].clone();
+                        k += 2;
+                        if let Some(m) = ad.magnitude.as_mut() {
+                            *m = xs[k].clone();
+                            k += 1;
+                        }
+                    }
+                }
+                Ok(vec![block(
+                    &mut own_layer,
+                    &own_lin,
+                    &rope,
+                    &xs[0],
+                    ctx,
+                    &mut |_, _| Ok(()),
+                )?])
+            };
+            h = crate::checkpoint::checkpointed(Box::new(f), &inputs)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::Unsupported("checkpointed block returned nothing".into()))?;
+        }
+        self.head(&h)
+    }
+
+    fn check_tokens(&self, tokens: &Array) -> Result<()> {
         if tokens.ndim() != 2 {
             return Err(Error::invalid(
                 "tokens",
@@ -394,15 +460,22 @@ impl PeftModel {
                 "a [batch, seq] array",
             ));
         }
-        let c = self.model.config().clone();
-        let (nh, nkv, hd) = (c.num_heads as i32, c.num_kv_heads as i32, c.head_dim as i32);
-        let scale = (c.head_dim as f32).powf(-0.5);
-        let (bsz, len) = (tokens.dim(0), tokens.dim(1));
+        Ok(())
+    }
+
+    fn head(&mut self, h: &Array) -> Result<Array> {
+        let h = self.model.model.norm.forward(h)?;
+        Ok(match &mut self.model.lm_head {
+            Some(head) => head.forward(&h)?,
+            None => self.model.model.embed_tokens.as_linear(&h)?,
+        })
+    }
+
+    fn forward_impl(&mut self, tokens: &Array, mut grams: Option<&mut Grams>) -> Result<Array> {
+        self.check_tokens(tokens)?;
+        let ctx = BlockCtx::new(self.model.config(), tokens);
         let mut h = self.model.model.embed_tokens.forward(tokens)?;
-        let linears = &self.linears;
-        let rope = &self.rope;
         for (i, layer) in self.model.model.layers.iter_mut().enumerate() {
-            let lin = &linears[i];
             let mut capture = |slot: usize, x: &Array| -> Result<()> {
                 if let Some(g) = grams.as_deref_mut()
                     && let Some(acc) = g[i][slot].as_mut()
@@ -414,41 +487,9 @@ impl PeftModel {
                 }
                 Ok(())
             };
-            let normed = layer.input_layernorm.forward(&h)?;
-            for slot in 0..3 {
-                capture(slot, &normed)?;
-            }
-            let split = |a: Array, heads: i32| -> Result<Array> {
-                Ok(a.reshape(&[bsz, len, heads, hd])?
-                    .transpose_axes(&[0, 2, 1, 3])?)
-            };
-            let q = split(lin[0].forward(&normed)?, nh)?;
-            let k = split(lin[1].forward(&normed)?, nkv)?;
-            let v = split(lin[2].forward(&normed)?, nkv)?;
-            let q = rope.apply(&q, 0)?;
-            let k = rope.apply(&k, 0)?;
-            let mask = (len > 1).then_some(ScaledDotProductAttentionMask::Causal);
-            let att = mlx_rs::fast::scaled_dot_product_attention(&q, &k, &v, scale, mask, None)?;
-            let att = att
-                .transpose_axes(&[0, 2, 1, 3])?
-                .reshape(&[bsz, len, nh * hd])?;
-            capture(3, &att)?;
-            h = h.add(lin[3].forward(&att)?)?;
-            let normed = layer.post_attention_layernorm.forward(&h)?;
-            capture(4, &normed)?;
-            capture(5, &normed)?;
-            let gate = lin[4].forward(&normed)?;
-            let silu = gate.multiply(mlx_rs::ops::sigmoid(&gate)?)?;
-            let up = lin[5].forward(&normed)?;
-            let act = silu.multiply(&up)?;
-            capture(6, &act)?;
-            h = h.add(lin[6].forward(&act)?)?;
+            h = block(layer, &self.linears[i], &self.rope, &h, ctx, &mut capture)?;
         }
-        let h = self.model.model.norm.forward(&h)?;
-        Ok(match &mut self.model.lm_head {
-            Some(head) => head.forward(&h)?,
-            None => self.model.model.embed_tokens.as_linear(&h)?,
-        })
+        self.head(&h)
     }
 
     /// Fuses every adapter into its base (dequantizing a quantized base),
@@ -483,4 +524,70 @@ impl PeftModel {
         }
         Ok(m)
     }
+}
+
+/// Shapes and constants of one forward pass.
+#[derive(Debug, Clone, Copy)]
+struct BlockCtx {
+    nh: i32,
+    nkv: i32,
+    hd: i32,
+    scale: f32,
+    bsz: i32,
+    len: i32,
+}
+
+impl BlockCtx {
+    fn new(c: &ModelConfig, tokens: &Array) -> Self {
+        Self {
+            nh: c.num_heads as i32,
+            nkv: c.num_kv_heads as i32,
+            hd: c.head_dim as i32,
+            scale: (c.head_dim as f32).powf(-0.5),
+            bsz: tokens.dim(0),
+            len: tokens.dim(1),
+        }
+    }
+}
+
+/// One decoder block (the same ops, in the same order, as
+/// `forge_model::decoder`), with an adapted linear per projection;
+/// `capture(slot, x)` sees each projection's input (CLoQ calibration).
+fn block(
+    layer: &mut forge_model::DecoderLayer,
+    lin: &[AdaptedLinear],
+    rope: &forge_model::Rope,
+    h: &Array,
+    c: BlockCtx,
+    capture: &mut dyn FnMut(usize, &Array) -> Result<()>,
+) -> Result<Array> {
+    let normed = layer.input_layernorm.forward(h)?;
+    for slot in 0..3 {
+        capture(slot, &normed)?;
+    }
+    let split = |a: Array, heads: i32| -> Result<Array> {
+        Ok(a.reshape(&[c.bsz, c.len, heads, c.hd])?
+            .transpose_axes(&[0, 2, 1, 3])?)
+    };
+    let q = split(lin[0].forward(&normed)?, c.nh)?;
+    let k = split(lin[1].forward(&normed)?, c.nkv)?;
+    let v = split(lin[2].forward(&normed)?, c.nkv)?;
+    let q = rope.apply(&q, 0)?;
+    let k = rope.apply(&k, 0)?;
+    let mask = (c.len > 1).then_some(ScaledDotProductAttentionMask::Causal);
+    let att = mlx_rs::fast::scaled_dot_product_attention(&q, &k, &v, c.scale, mask, None)?;
+    let att = att
+        .transpose_axes(&[0, 2, 1, 3])?
+        .reshape(&[c.bsz, c.len, c.nh * c.hd])?;
+    capture(3, &att)?;
+    let h = h.add(lin[3].forward(&att)?)?;
+    let normed = layer.post_attention_layernorm.forward(&h)?;
+    capture(4, &normed)?;
+    capture(5, &normed)?;
+    let gate = lin[4].forward(&normed)?;
+    let silu = gate.multiply(mlx_rs::ops::sigmoid(&gate)?)?;
+    let up = lin[5].forward(&normed)?;
+    let act = silu.multiply(&up)?;
+    capture(6, &act)?;
+    Ok(h.add(lin[6].forward(&act)?)?)
 }

@@ -1,5 +1,6 @@
 //! The trainer: data, optimizer, loop, configuration.
 
+pub(crate) mod adam8bit;
 pub(crate) mod config;
 pub(crate) mod data;
 pub(crate) mod optim;

@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::loss::{Batch, loss_and_grad, masked_nll_sum};
+use crate::loss::{Batch, loss_and_grad_with, masked_nll_sum};
 use crate::model::PeftModel;
 use crate::save::{read_tensors, write_tensors};
+use crate::train::adam8bit::AdamW8bit;
 use crate::train::data::{Example, micro_batch};
 use crate::train::optim::{AdamW, Schedule, global_norm, learning_rate};
 use crate::util::write_atomic;
@@ -59,6 +60,12 @@ pub struct TrainOptions {
     pub spike_factor: f32,
     /// Steps before the spike test starts.
     pub spike_warmup: usize,
+    /// `adamw` (32-bit moments) or `adamw-8bit` (block-wise 8-bit moments,
+    /// Dettmers et al. 2021).
+    pub optimizer: OptimizerKind,
+    /// Recompute each decoder block in the backward pass instead of keeping
+    /// its activations (less memory, about one more forward of compute).
+    pub grad_checkpoint: bool,
     /// Run directory: `metrics.jsonl`, `checkpoints/`.
     pub output_dir: Option<PathBuf>,
     /// Stop after this many steps in this call (the schedule still spans
@@ -88,6 +95,8 @@ impl Default for TrainOptions {
             seed: 0,
             spike_factor: 4.0,
             spike_warmup: 10,
+            optimizer: OptimizerKind::AdamW,
+            grad_checkpoint: false,
             output_dir: None,
             stop_after: None,
         }
@@ -139,6 +148,10 @@ impl TrainOptions {
         with_spike_factor: spike_factor: f32,
         /// Spike warmup.
         with_spike_warmup: spike_warmup: usize,
+        /// Optimizer.
+        with_optimizer: optimizer: OptimizerKind,
+        /// Gradient checkpointing.
+        with_grad_checkpoint: grad_checkpoint: bool,
     }
     /// Run directory.
     #[must_use]
@@ -167,6 +180,113 @@ impl TrainOptions {
     }
 }
 
+/// Which optimizer the trainer uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    /// AdamW with 32-bit moments.
+    #[default]
+    #[serde(rename = "adamw")]
+    AdamW,
+    /// AdamW with block-wise 8-bit moments ([`AdamW8bit`]).
+    #[serde(rename = "adamw-8bit")]
+    AdamW8bit,
+}
+
+/// The optimizer in use.
+enum Opt {
+    F32(AdamW),
+    Q8(AdamW8bit),
+}
+
+impl Opt {
+    fn new(o: &TrainOptions) -> Self {
+        match o.optimizer {
+            OptimizerKind::AdamW => {
+                Self::F32(AdamW::new((o.beta1, o.beta2), o.eps, o.weight_decay))
+            }
+            OptimizerKind::AdamW8bit => {
+                Self::Q8(AdamW8bit::new((o.beta1, o.beta2), o.eps, o.weight_decay))
+            }
+        }
+    }
+
+    fn t(&self) -> u64 {
+        match self {
+            Self::F32(a) => a.t,
+            Self::Q8(a) => a.t,
+        }
+    }
+
+    fn set_t(&mut self, t: u64) {
+        match self {
+            Self::F32(a) => a.t = t,
+            Self::Q8(a) => a.t = t,
+        }
+    }
+
+    fn step(
+        &mut self,
+        params: &BTreeMap<String, Array>,
+        grads: &BTreeMap<String, Array>,
+        lr: f32,
+    ) -> Result<BTreeMap<String, Array>> {
+        match self {
+            Self::F32(a) => {
+                let new = a.step(params, grads, lr)?;
+                let mut to_eval: Vec<&Array> = new.values().collect();
+                to_eval.extend(a.m.values());
+                to_eval.extend(a.v.values());
+                mlx_rs::transforms::eval(to_eval)?;
+                Ok(new)
+            }
+            Self::Q8(a) => a.step(params, grads, lr),
+        }
+    }
+
+    fn state_bytes(&self) -> usize {
+        match self {
+            Self::F32(a) => a.m.values().chain(a.v.values()).map(|x| x.nbytes()).sum(),
+            Self::Q8(a) => a.state_bytes(),
+        }
+    }
+
+    fn save(&self, path: &Path) -> Result<()> {
+        match self {
+            Self::F32(a) => {
+                let mut moments = BTreeMap::new();
+                for (k, v) in &a.m {
+                    moments.insert(format!("m.{k}"), v.clone());
+                }
+                for (k, v) in &a.v {
+                    moments.insert(format!("v.{k}"), v.clone());
+                }
+                write_tensors(path, &moments, None)
+            }
+            Self::Q8(a) => a.save(path),
+        }
+    }
+
+    fn load(&mut self, path: &Path) -> Result<()> {
+        match self {
+            Self::F32(a) => {
+                let moments = read_tensors(path)?;
+                a.m.clear();
+                a.v.clear();
+                for (k, v) in moments {
+                    if let Some(n) = k.strip_prefix("m.") {
+                        a.m.insert(n.to_string(), v);
+                    } else if let Some(n) = k.strip_prefix("v.") {
+                        a.v.insert(n.to_string(), v);
+                    }
+                }
+                Ok(())
+            }
+            Self::Q8(a) => a.load(path),
+        }
+    }
+}
+
 /// What the progress callback sees after each step.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepMetrics {
@@ -180,7 +300,8 @@ pub struct StepMetrics {
     pub lr: f32,
     /// Gradient norm before clipping.
     pub grad_norm: f32,
-    /// Tokens (non-padding inputs) in the step.
+    /// Tokens counted in the loss in the step (padding and masked prompt
+    /// tokens excluded; mlx-lm's `Tokens/sec` counts the same).
     pub tokens: usize,
     /// Throughput of the step.
     pub tokens_per_s: f64,
@@ -188,6 +309,8 @@ pub struct StepMetrics {
     pub peak_memory: usize,
     /// Process peak RSS so far (bytes, Linux; 0 elsewhere).
     pub peak_rss: usize,
+    /// Bytes held by the optimizer's moments.
+    pub optimizer_bytes: usize,
     /// Estimated seconds left.
     pub eta_s: f64,
     /// Validation loss, on evaluation steps.
@@ -306,7 +429,7 @@ impl Trainer {
                 "at least one example",
             ));
         }
-        let mut opt = AdamW::new((o.beta1, o.beta2), o.eps, o.weight_decay);
+        let mut opt = Opt::new(&o);
         let mut st = State {
             step: 0,
             micro: 0,
@@ -346,11 +469,11 @@ impl Trainer {
                 let batch: Batch = micro_batch(train, o.batch_size, st.seed, st.micro, pad);
                 st.micro += 1;
                 let n = batch.num_tokens()?;
-                tokens += batch.inputs.size();
+                tokens += n as usize;
                 if n == 0.0 {
                     continue;
                 }
-                let (l, g) = loss_and_grad(model, &batch)?;
+                let (l, g) = loss_and_grad_with(model, &batch, o.grad_checkpoint)?;
                 loss_sum += f64::from(scalar(&l)?);
                 ntok += f64::from(n);
                 for (k, v) in g {
@@ -398,13 +521,9 @@ impl Trainer {
             let lr = learning_rate(st.step, o.lr, o.min_lr, o.warmup, o.steps, o.schedule);
             let params = model.trainable_parameters();
             let new = opt.step(&params, &grads, lr)?;
-            let mut to_eval: Vec<&Array> = new.values().collect();
-            to_eval.extend(opt.m.values());
-            to_eval.extend(opt.v.values());
-            mlx_rs::transforms::eval(to_eval)?;
             model.set_trainable(new.iter().map(|(k, v)| (k.as_str(), v)))?;
             st.step += 1;
-            st.adam_t = opt.t;
+            st.adam_t = opt.t();
             st.tokens_seen += tokens as u64;
             st.ema = Some(match st.ema {
                 Some(e) => 0.9 * e + 0.1 * f64::from(loss),
@@ -423,6 +542,7 @@ impl Trainer {
                 tokens_per_s: tokens as f64 / dt.max(1e-9),
                 peak_memory: mlx_rs::memory::peak_memory().unwrap_or(0),
                 peak_rss: peak_rss(),
+                optimizer_bytes: opt.state_bytes(),
                 eta_s: t_run.elapsed().as_secs_f64() / done as f64 * remaining as f64,
                 val_loss: None,
             };
@@ -463,7 +583,7 @@ impl Trainer {
     }
 }
 
-fn save_checkpoint(model: &PeftModel, opt: &AdamW, st: &State, out: &Path) -> Result<PathBuf> {
+fn save_checkpoint(model: &PeftModel, opt: &Opt, st: &State, out: &Path) -> Result<PathBuf> {
     let root = out.join("checkpoints");
     let name = format!("step-{:06}", st.step);
     let fin = root.join(&name);
@@ -475,14 +595,7 @@ fn save_checkpoint(model: &PeftModel, opt: &AdamW, st: &State, out: &Path) -> Re
         &model.trainable_parameters(),
         None,
     )?;
-    let mut moments = BTreeMap::new();
-    for (k, v) in &opt.m {
-        moments.insert(format!("m.{k}"), v.clone());
-    }
-    for (k, v) in &opt.v {
-        moments.insert(format!("v.{k}"), v.clone());
-    }
-    write_tensors(&tmp.join("optimizer.safetensors"), &moments, None)?;
+    opt.save(&tmp.join("optimizer.safetensors"))?;
     let state = serde_json::to_vec_pretty(st).map_err(|e| Error::Json {
         path: tmp.join("state.json"),
         message: e.to_string(),
@@ -502,7 +615,7 @@ pub fn latest_checkpoint(output_dir: &Path) -> Option<PathBuf> {
     p.join("state.json").exists().then_some(p)
 }
 
-fn load_checkpoint(model: &mut PeftModel, opt: &mut AdamW, dir: &Path) -> Result<State> {
+fn load_checkpoint(model: &mut PeftModel, opt: &mut Opt, dir: &Path) -> Result<State> {
     let sp = dir.join("state.json");
     let text = std::fs::read_to_string(&sp).map_err(|e| Error::io(&sp, e))?;
     let st: State = serde_json::from_str(&text).map_err(|e| Error::Json {
@@ -523,16 +636,7 @@ fn load_checkpoint(model: &mut PeftModel, opt: &mut AdamW, dir: &Path) -> Result
         }
     }
     model.set_trainable(adapters.iter().map(|(k, v)| (k.as_str(), v)))?;
-    let moments = read_tensors(&dir.join("optimizer.safetensors"))?;
-    opt.m.clear();
-    opt.v.clear();
-    for (k, v) in moments {
-        if let Some(n) = k.strip_prefix("m.") {
-            opt.m.insert(n.to_string(), v);
-        } else if let Some(n) = k.strip_prefix("v.") {
-            opt.v.insert(n.to_string(), v);
-        }
-    }
-    opt.t = st.adam_t;
+    opt.load(&dir.join("optimizer.safetensors"))?;
+    opt.set_t(st.adam_t);
     Ok(st)
 }

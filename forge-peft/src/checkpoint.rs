@@ -1,0 +1,129 @@
+//! Gradient checkpointing through MLX's `checkpoint` transform.
+//!
+//! Chen, Xu, Zhang & Guestrin 2016, *Training Deep Nets with Sublinear Memory
+//! Cost* (arXiv:1604.06174): for a block `y = f(x, θ)` only the inputs are kept
+//! for the backward pass, which recomputes `f` to get the vector-Jacobian
+//! product
+//!
+//! ```text
+//! (∂L/∂x, ∂L/∂θ) = vjp_f(x, θ; ∂L/∂y)      with f re-run from (x, θ)
+//! ```
+//!
+//! so a block's activations live only while its own gradient is computed: peak
+//! activation memory falls from `O(L)` blocks to `O(1)` block plus the `L`
+//! block inputs, for about one extra forward pass of compute.
+//!
+//! mlx-rs 0.33 does not wrap `mlx_checkpoint` (mlx-c 0.33 / MLX 0.32), so this
+//! module calls it through `mlx-sys`: the Rust closure becomes an `mlx_closure`
+//! (payload freed by MLX when the last copy of the closure dies, which may be
+//! after this call returns: the graph keeps it for the backward pass), MLX
+//! wraps it as a custom-VJP function, and the result is applied to the inputs.
+//! Everything the gradient must reach has to be an explicit input (captured
+//! arrays are constants to MLX).
+
+use std::cell::RefCell;
+use std::ffi::c_void;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use mlx_rs::Array;
+use mlx_sys as sys;
+
+use crate::error::{Error, Result};
+
+/// A block function: inputs to outputs.
+pub(crate) type BlockFn = Box<dyn FnMut(&[Array]) -> Result<Vec<Array>>>;
+
+thread_local! {
+    static LAST_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+fn vector_values(v: sys::mlx_vector_array) -> Vec<Array> {
+    // SAFETY: `v` is a live vector; each `get` hands back a new reference that
+    // `Array::from_ptr` takes ownership of.
+    unsafe {
+        let n = sys::mlx_vector_array_size(v);
+        (0..n)
+            .map(|i| {
+                let mut a = sys::mlx_array_new();
+                sys::mlx_vector_array_get(&mut a, v, i);
+                Array::from_ptr(a)
+            })
+            .collect()
+    }
+}
+
+fn new_vector(arrays: &[Array]) -> sys::mlx_vector_array {
+    // SAFETY: appending live arrays (MLX takes its own references).
+    unsafe {
+        let v = sys::mlx_vector_array_new();
+        for a in arrays {
+            sys::mlx_vector_array_append_value(v, a.as_ptr());
+        }
+        v
+    }
+}
+
+extern "C" fn trampoline(
+    ret: *mut sys::mlx_vector_array,
+    input: sys::mlx_vector_array,
+    payload: *mut c_void,
+) -> i32 {
+    let run = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `payload` is the `Box<BlockFn>` made in `checkpointed`, alive
+        // until `drop_payload` runs.
+        let f = unsafe { &mut *(payload as *mut BlockFn) };
+        f(&vector_values(input))
+    }));
+    let message = match run {
+        Ok(Ok(out)) => {
+            // SAFETY: MLX passes a valid out-pointer.
+            unsafe { *ret = new_vector(&out) };
+            return 0;
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "the checkpointed block panicked".to_string(),
+    };
+    LAST_ERROR.with(|l| *l.borrow_mut() = Some(message));
+    1
+}
+
+extern "C" fn drop_payload(payload: *mut c_void) {
+    if !payload.is_null() {
+        // SAFETY: made by `Box::into_raw` in `checkpointed`, dropped once.
+        drop(unsafe { Box::from_raw(payload as *mut BlockFn) });
+    }
+}
+
+/// Applies `f` to `inputs` under MLX's `checkpoint` transform: outside a
+/// gradient transform it is just `f(inputs)`; inside one, the backward pass
+/// recomputes `f` instead of keeping its intermediate arrays.
+pub(crate) fn checkpointed(f: BlockFn, inputs: &[Array]) -> Result<Vec<Array>> {
+    let payload = Box::into_raw(Box::new(f)) as *mut c_void;
+    // SAFETY: plain mlx-c calls on handles created here and freed below; the
+    // payload's ownership moves to the closure (freed through `drop_payload`).
+    unsafe {
+        let fun = sys::mlx_closure_new_func_payload(Some(trampoline), payload, Some(drop_payload));
+        let mut ck = sys::mlx_closure_new();
+        let status = sys::mlx_checkpoint(&mut ck, fun);
+        sys::mlx_closure_free(fun);
+        if status != 0 {
+            sys::mlx_closure_free(ck);
+            return Err(Error::Unsupported("mlx_checkpoint failed".into()));
+        }
+        let args = new_vector(inputs);
+        let mut out = sys::mlx_vector_array_new();
+        let status = sys::mlx_closure_apply(&mut out, ck, args);
+        sys::mlx_vector_array_free(args);
+        sys::mlx_closure_free(ck);
+        if status != 0 {
+            sys::mlx_vector_array_free(out);
+            let msg = LAST_ERROR
+                .with(|l| l.borrow_mut().take())
+                .unwrap_or_else(|| "MLX refused the checkpointed block".into());
+            return Err(Error::Unsupported(format!("gradient checkpointing: {msg}")));
+        }
+        let values = vector_values(out);
+        sys::mlx_vector_array_free(out);
+        Ok(values)
+    }
+}
