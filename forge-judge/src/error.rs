@@ -34,6 +34,18 @@ pub enum Error {
         /// What was wrong.
         message: String,
     },
+    /// The model failed to load, tokenize or run (feature `model`).
+    #[cfg(feature = "model")]
+    #[error(transparent)]
+    Model(#[from] forge_model::Error),
+    /// forge-peft failed: data, adapters, loss (feature `model`).
+    #[cfg(feature = "model")]
+    #[error(transparent)]
+    Peft(#[from] forge_peft::Error),
+    /// An MLX operation failed (feature `model`).
+    #[cfg(feature = "model")]
+    #[error("mlx: {0}")]
+    Mlx(#[from] mlx_rs::error::Exception),
 }
 
 /// `Result` with [`Error`].

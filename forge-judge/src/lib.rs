@@ -3,8 +3,11 @@
 
 mod codebleu;
 mod error;
+mod gate;
 mod exec;
 mod passk;
+mod reconstruct;
+mod report;
 mod sandbox;
 
 pub use codebleu::{CodeBleu, CodeBleuScore, Lang, Weights};
@@ -13,7 +16,17 @@ pub use exec::{
     Evaluation, Problem, Runner, Sample, SampleResult, Step, Summary, TaskCount, load_problems,
     load_samples, summarize,
 };
+pub use gate::{Check, Gate, Rule, Verdict, higher_is_better};
 pub use passk::pass_at_k;
+#[cfg(feature = "model")]
+pub use reconstruct::{ReconstructOptions, generate_bodies};
+pub use reconstruct::{
+    HeldOutUnit, Reconstruction, UnitScore, cut_body, edit_similarity, levenshtein,
+    normalize_body, score_units,
+};
+#[cfg(feature = "miner")]
+pub use reconstruct::{held_out_from_mined, held_out_since};
+pub use report::{EvalResults, MetricRow, Report, TaskRow, TaskScore};
 pub use sandbox::{
     FsIsolation, Isolation, NetworkIsolation, Outcome, ProcessIsolation, ProcessLimit, RunOutput,
     Sandbox, TimeLimit, isolation,

@@ -103,19 +103,19 @@ pub(crate) fn subtree_counts(g: &Grammar, root: Node<'_>) -> Subtrees {
             if frame.role == Role::Node {
                 frame.buf.push(')');
             }
-            if let Some(parent) = stack.last_mut() {
-                if parent.role != Role::Hidden {
-                    match frame.role {
-                        Role::Hidden => {}
-                        Role::Splice => parent.buf.push_str(&frame.buf),
-                        Role::Verbatim | Role::Node => {
-                            parent.buf.push(' ');
-                            if let Some(f) = frame.field {
-                                parent.buf.push_str(f);
-                                parent.buf.push_str(": ");
-                            }
-                            parent.buf.push_str(&frame.buf);
+            if let Some(parent) = stack.last_mut()
+                && parent.role != Role::Hidden
+            {
+                match frame.role {
+                    Role::Hidden => {}
+                    Role::Splice => parent.buf.push_str(&frame.buf),
+                    Role::Verbatim | Role::Node => {
+                        parent.buf.push(' ');
+                        if let Some(f) = frame.field {
+                            parent.buf.push_str(f);
+                            parent.buf.push_str(": ");
                         }
+                        parent.buf.push_str(&frame.buf);
                     }
                 }
             }
