@@ -19,6 +19,8 @@ use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{Array, Dtype};
 
 use crate::cache::KvCache;
+use crate::config::ModelConfig;
+use crate::cpu::{CpuCache, CpuModel};
 use crate::decoder::Model;
 use crate::error::{Error, Result};
 use crate::tokenizer::{ChatMessage, Tokenizer};
@@ -274,11 +276,78 @@ pub enum FinishReason {
     MaxTokens,
 }
 
+/// A causal language model generation can drive: the MLX [`Model`] or the
+/// CPU engine [`CpuModel`].
+pub trait CausalLm: std::fmt::Debug {
+    /// The runtime configuration (vocabulary size, eos ids).
+    fn config(&self) -> &ModelConfig;
+
+    /// A decoding session with an empty cache.
+    fn session(&mut self) -> Box<dyn DecodeSession + '_>;
+}
+
+/// One sequence being decoded: feed tokens, get the next-token logits.
+pub trait DecodeSession: std::fmt::Debug {
+    /// Runs `tokens` after the positions fed so far and returns the logits
+    /// (f32, one per vocabulary entry) of the last one.
+    fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>>;
+}
+
+#[derive(Debug)]
+struct MlxSession<'a> {
+    model: &'a mut Model,
+    cache: KvCache,
+}
+
+impl DecodeSession for MlxSession<'_> {
+    fn feed(&mut self, input: &[u32]) -> Result<Vec<f32>> {
+        let ids: Vec<i32> = input.iter().map(|&t| t as i32).collect();
+        let tokens = Array::from_slice(&ids, &[1, ids.len() as i32]);
+        let logits = self.model.forward_last(&tokens, Some(&mut self.cache))?;
+        last_logits(&logits)
+    }
+}
+
+impl CausalLm for Model {
+    fn config(&self) -> &ModelConfig {
+        Model::config(self)
+    }
+
+    fn session(&mut self) -> Box<dyn DecodeSession + '_> {
+        let cache = self.new_cache();
+        Box::new(MlxSession { model: self, cache })
+    }
+}
+
+#[derive(Debug)]
+struct CpuSession<'a> {
+    model: &'a CpuModel,
+    cache: CpuCache,
+}
+
+impl DecodeSession for CpuSession<'_> {
+    fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.model.forward_last(tokens, &mut self.cache)
+    }
+}
+
+impl CausalLm for CpuModel {
+    fn config(&self) -> &ModelConfig {
+        CpuModel::config(self)
+    }
+
+    fn session(&mut self) -> Box<dyn DecodeSession + '_> {
+        Box::new(CpuSession {
+            cache: self.new_cache(),
+            model: self,
+        })
+    }
+}
+
 /// Streaming token ids: each `next()` runs one decoding step.
 #[derive(Debug)]
 pub struct TokenStream<'a> {
-    model: &'a mut Model,
-    cache: KvCache,
+    session: Box<dyn DecodeSession + 'a>,
     sampler: Sampler,
     history: Vec<u32>,
     prompt_len: usize,
@@ -286,6 +355,48 @@ pub struct TokenStream<'a> {
     max_tokens: usize,
     stop_tokens: HashSet<u32>,
     finish: Option<FinishReason>,
+}
+
+/// Streams up to `max_tokens` new token ids after `prompt` from any
+/// [`CausalLm`] (what [`Model::generate_ids`] and [`CpuModel::generate_ids`]
+/// call).
+///
+/// Stop tokens (and, with `stop_at_eos`, the config's eos ids) end the
+/// stream without being yielded.
+pub fn generate_ids<'a>(
+    model: &'a mut dyn CausalLm,
+    prompt: &[u32],
+    options: &GenerateOptions,
+) -> Result<TokenStream<'a>> {
+    if prompt.is_empty() {
+        return Err(Error::InvalidOption {
+            name: "prompt",
+            found: "empty".into(),
+            expected: "at least one token",
+        });
+    }
+    let vocab = model.config().vocab_size;
+    if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
+        return Err(Error::InvalidOption {
+            name: "prompt",
+            found: format!("token id {bad}"),
+            expected: "ids below the model's vocab_size",
+        });
+    }
+    let mut stop_tokens: HashSet<u32> = options.stop_tokens.iter().copied().collect();
+    if options.stop_at_eos {
+        stop_tokens.extend(model.config().eos_token_ids.iter().copied());
+    }
+    Ok(TokenStream {
+        session: model.session(),
+        sampler: Sampler::new(options)?,
+        history: prompt.to_vec(),
+        prompt_len: prompt.len(),
+        pending: Some(prompt.to_vec()),
+        max_tokens: options.max_tokens,
+        stop_tokens,
+        finish: None,
+    })
 }
 
 impl Model {
@@ -298,36 +409,19 @@ impl Model {
         prompt: &[u32],
         options: &GenerateOptions,
     ) -> Result<TokenStream<'_>> {
-        if prompt.is_empty() {
-            return Err(Error::InvalidOption {
-                name: "prompt",
-                found: "empty".into(),
-                expected: "at least one token",
-            });
-        }
-        let vocab = self.config().vocab_size;
-        if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
-            return Err(Error::InvalidOption {
-                name: "prompt",
-                found: format!("token id {bad}"),
-                expected: "ids below the model's vocab_size",
-            });
-        }
-        let mut stop_tokens: HashSet<u32> = options.stop_tokens.iter().copied().collect();
-        if options.stop_at_eos {
-            stop_tokens.extend(self.config().eos_token_ids.iter().copied());
-        }
-        Ok(TokenStream {
-            cache: self.new_cache(),
-            model: self,
-            sampler: Sampler::new(options)?,
-            history: prompt.to_vec(),
-            prompt_len: prompt.len(),
-            pending: Some(prompt.to_vec()),
-            max_tokens: options.max_tokens,
-            stop_tokens,
-            finish: None,
-        })
+        generate_ids(self, prompt, options)
+    }
+}
+
+impl CpuModel {
+    /// Streams up to `max_tokens` new token ids after `prompt` (see
+    /// [`Model::generate_ids`]).
+    pub fn generate_ids(
+        &mut self,
+        prompt: &[u32],
+        options: &GenerateOptions,
+    ) -> Result<TokenStream<'_>> {
+        generate_ids(self, prompt, options)
     }
 }
 
@@ -358,11 +452,7 @@ impl TokenStream<'_> {
         let Some(input) = self.pending.take() else {
             return Ok(None);
         };
-        let n = input.len() as i32;
-        let ids: Vec<i32> = input.iter().map(|&t| t as i32).collect();
-        let tokens = Array::from_slice(&ids, &[1, n]);
-        let logits = self.model.forward_last(&tokens, Some(&mut self.cache))?;
-        let mut last = last_logits(&logits)?;
+        let mut last = self.session.feed(&input)?;
         let token = self.sampler.sample(&mut last, &self.history);
         if self.stop_tokens.contains(&token) {
             self.finish = Some(FinishReason::StopToken);
@@ -516,13 +606,14 @@ pub struct TokenProb {
 /// A model and its tokenizer, generating text.
 #[derive(Debug)]
 pub struct Generator<'a> {
-    model: &'a mut Model,
+    model: &'a mut dyn CausalLm,
     tokenizer: &'a Tokenizer,
 }
 
 impl<'a> Generator<'a> {
-    /// Pairs a model with a tokenizer.
-    pub fn new(model: &'a mut Model, tokenizer: &'a Tokenizer) -> Self {
+    /// Pairs a model (the MLX [`Model`] or the CPU engine [`CpuModel`]) with
+    /// a tokenizer.
+    pub fn new<M: CausalLm + 'a>(model: &'a mut M, tokenizer: &'a Tokenizer) -> Self {
         Self { model, tokenizer }
     }
 
@@ -539,7 +630,7 @@ impl<'a> Generator<'a> {
         prompt: &[u32],
         options: &GenerateOptions,
     ) -> Result<TextStream<'_>> {
-        let mut tokens = self.model.generate_ids(prompt, options)?;
+        let mut tokens = generate_ids(&mut *self.model, prompt, options)?;
         if options.stop_at_eos {
             tokens.add_stop_tokens(self.tokenizer.eos_ids());
         }
@@ -588,12 +679,7 @@ impl<'a> Generator<'a> {
                 expected: "at least one token",
             });
         }
-        let ids: Vec<i32> = prompt.iter().map(|&x| x as i32).collect();
-        let tokens = Array::from_slice(&ids, &[1, ids.len() as i32]);
-        let logits = self.model.forward(&tokens, None)?;
-        let last = logits.index((0, -1)).as_dtype(mlx_rs::Dtype::Float32)?;
-        last.eval()?;
-        let logits = last.as_slice::<f32>();
+        let logits = self.model.session().feed(prompt)?;
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
         let exps: Vec<f64> = logits.iter().map(|&x| (x as f64 - max).exp()).collect();
         let sum: f64 = exps.iter().sum();

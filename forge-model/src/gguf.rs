@@ -143,6 +143,19 @@ fn describe(v: &Value) -> String {
 /// Builds the runtime configuration of a GGUF model from its metadata (see the
 /// module table); `path` names the file in errors.
 pub fn config_from_gguf(file: &GgufFile, path: &Path) -> Result<ModelConfig> {
+    config_impl(file, path, false)
+}
+
+/// [`config_from_gguf`] for the CPU engine, which applies Llama 3's
+/// `rope_freqs.weight` factors itself.
+pub(crate) fn config_from_gguf_allowing_rope_freqs(
+    file: &GgufFile,
+    path: &Path,
+) -> Result<ModelConfig> {
+    config_impl(file, path, true)
+}
+
+fn config_impl(file: &GgufFile, path: &Path, allow_rope_freqs: bool) -> Result<ModelConfig> {
     let m = Meta { file, path };
     let arch_key = "general.architecture";
     let arch_name = m.string(arch_key)?.ok_or_else(|| m.missing(arch_key))?;
@@ -226,10 +239,10 @@ pub fn config_from_gguf(file: &GgufFile, path: &Path) -> Result<ModelConfig> {
             ));
         }
     };
-    if file.tensor("rope_freqs.weight").is_some() {
+    if !allow_rope_freqs && file.tensor("rope_freqs.weight").is_some() {
         return Err(Error::Unsupported(format!(
             "{}: tensor `rope_freqs.weight` (Llama 3 frequency-dependent RoPE scaling stored \
-             as factors) is not supported yet",
+             as factors) is not supported by the MLX model yet (the CPU engine, `CpuModel`, applies it)",
             path.display()
         )));
     }

@@ -3,6 +3,7 @@
 
 mod cache;
 mod config;
+mod cpu;
 mod decoder;
 mod error;
 mod factory;
@@ -17,18 +18,19 @@ mod weights;
 
 pub use cache::KvCache;
 pub use config::{Architecture, HfConfig, ModelConfig, RopeScaling, TokenIds};
+pub use cpu::{CpuCache, CpuModel};
 pub use decoder::{Attention, Decoder, DecoderLayer, Mlp, Model};
 pub use error::{Error, Result};
 pub use factory::{TINY_TOKENIZER_VOCAB, random_model, tiny_config, write_hf_dir};
 pub use generate::{
-    FinishReason, GenerateOptions, Generation, Generator, Sampler, TextStream, TokenProb,
-    TokenStream,
+    CausalLm, DecodeSession, FinishReason, GenerateOptions, Generation, Generator, Sampler,
+    TextStream, TokenProb, TokenStream, generate_ids,
 };
 pub use gguf::{GgufSource, config_from_gguf};
 pub use gguf_tokenizer::PRE_TOKENIZER_NAMES;
 pub use loader::{
     DEFAULT_MODEL_FILE, LoadOptions, LoadReport, LoadedModel, ModelSource, default_model_path,
-    load, load_weights,
+    load, load_cpu, load_weights,
 };
 pub use rope::Rope;
 pub use tokenizer::{CHATML_TEMPLATE, ChatMessage, Tokenizer, render_chat_template};

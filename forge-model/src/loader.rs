@@ -21,6 +21,7 @@ use mlx_rs::module::ModuleParameters;
 use mlx_rs::{Array, Dtype};
 
 use crate::config::read_model_config;
+use crate::cpu::CpuModel;
 use crate::decoder::Model;
 use crate::error::{Error, Result};
 use crate::gguf::GgufSource;
@@ -167,6 +168,26 @@ pub fn default_model_path() -> Result<PathBuf> {
     } else {
         Err(Error::DefaultModelMissing { path })
     }
+}
+
+/// Loads a GGUF source (a file or [`ModelSource::Default`]) into the CPU
+/// engine [`CpuModel`], which keeps the stored quantized types, with its
+/// tokenizer. A Hugging Face folder is [`Error::Unsupported`]: the engine
+/// runs GGUF files (export one, or use [`load`]).
+pub fn load_cpu(source: &ModelSource) -> Result<(CpuModel, Tokenizer)> {
+    let path = match source {
+        ModelSource::Gguf(p) => p.clone(),
+        ModelSource::Default => default_model_path()?,
+        ModelSource::HfDir(dir) => {
+            return Err(Error::Unsupported(format!(
+                "{}: the CPU engine runs GGUF files; load a Hugging Face folder with the MLX model",
+                dir.display()
+            )));
+        }
+    };
+    let source = GgufSource::open(&path)?;
+    let tokenizer = Tokenizer::from_gguf(source.file(), &path)?;
+    Ok((CpuModel::from_source(&source)?, tokenizer))
 }
 
 fn load_gguf(path: &Path, options: &LoadOptions) -> Result<LoadedModel> {

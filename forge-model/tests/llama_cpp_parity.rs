@@ -195,6 +195,15 @@ fn next_token_distribution_matches_llama_cpp() {
         })
         .collect();
     drop(loaded);
+    let engine = forge_model::CpuModel::open(&gguf).expect("cpu engine");
+    let cpu: Vec<Vec<f64>> = ids
+        .iter()
+        .map(|ids| {
+            let mut cache = engine.new_cache();
+            softmax(&engine.forward_last(ids, &mut cache).expect("cpu forward"))
+        })
+        .collect();
+    drop(engine);
 
     let tmp = tempfile::tempdir().expect("tmp");
     let f32_copy = tmp.path().join("smollm2-f32.gguf");
@@ -238,7 +247,21 @@ fn next_token_distribution_matches_llama_cpp() {
         &quant,
         Q4_1_ENVELOPE_PROB,
     );
+    let c = compare(
+        "Forge's CPU engine (Q4_1 kept, Q8_1 activations) vs llama.cpp on the Q4_1 file",
+        &names,
+        &ids,
+        &cpu,
+        &quant,
+        PROB_TOLERANCE,
+    );
     let mut failures = Vec::new();
+    // The CPU engine computes in llama.cpp's arithmetic: the issue's
+    // thresholds hold on the quantized file itself, with no exceptions.
+    failures.extend(c.near_tie_flips.iter().map(|f| format!("CPU engine: {f}")));
+    failures.extend(c.other_flips.iter().map(|f| format!("CPU engine: {f}")));
+    failures.extend(c.low_overlap.iter().map(|f| format!("CPU engine: {f}")));
+    failures.extend(c.over_tolerance.iter().map(|f| format!("CPU engine: {f}")));
     failures.extend(a.other_flips.iter().map(|f| format!("F32 copy: {f}")));
     failures.extend(a.low_overlap.iter().map(|f| format!("F32 copy: {f}")));
     failures.extend(a.over_tolerance.iter().map(|f| format!("F32 copy: {f}")));

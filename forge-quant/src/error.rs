@@ -57,7 +57,7 @@ pub enum Error {
     Unsupported {
         /// The type.
         ty: GgmlType,
-        /// `"quantize"` or `"dequantize"`.
+        /// The operation (`"quantize"`, `"dequantize"`, `"matmul"`, ...).
         op: &'static str,
     },
 }

@@ -36,17 +36,47 @@ pub(crate) struct GenerateArgs {
     /// Print JSON instead of text
     #[arg(long)]
     pub(crate) json: bool,
+    /// auto | mlx | cpu. `cpu` runs a GGUF file's quantized weights as stored
+    /// (llama.cpp's arithmetic); `mlx` the MLX model. `auto`: `cpu` for GGUF
+    /// sources when MLX computes on the CPU, else `mlx`.
+    #[arg(long, default_value = "auto")]
+    pub(crate) backend: String,
 }
 
 pub(crate) fn run(args: GenerateArgs) -> forge_core::Result<()> {
     use forge_core::model::{
         self as m, ChatMessage, GenerateOptions, Generator, LoadOptions, ModelSource,
     };
-    let mut loaded = m::load(&ModelSource::parse(&args.model), &LoadOptions::new())?;
-    let tokenizer = loaded.tokenizer.take().ok_or_else(|| {
-        m::Error::Unsupported(format!("{}: the model has no tokenizer", args.model))
-    })?;
-    let mut generator = Generator::new(&mut loaded.model, &tokenizer);
+    let source = ModelSource::parse(&args.model);
+    let use_cpu = match args.backend.as_str() {
+        "cpu" => true,
+        "mlx" => false,
+        "auto" => !matches!(source, ModelSource::HfDir(_)) && !forge_core::mlx::runtime_info().gpu,
+        other => {
+            return Err(m::Error::InvalidOption {
+                name: "backend",
+                found: format!("{other:?}"),
+                expected: "auto, mlx or cpu",
+            }
+            .into());
+        }
+    };
+    let mut mlx_model;
+    let mut cpu_model;
+    let tokenizer;
+    let mut generator = if use_cpu {
+        let (model, tok) = m::load_cpu(&source)?;
+        cpu_model = model;
+        tokenizer = tok;
+        Generator::new(&mut cpu_model, &tokenizer)
+    } else {
+        let mut loaded = m::load(&source, &LoadOptions::new())?;
+        tokenizer = loaded.tokenizer.take().ok_or_else(|| {
+            m::Error::Unsupported(format!("{}: the model has no tokenizer", args.model))
+        })?;
+        mlx_model = loaded.model;
+        Generator::new(&mut mlx_model, &tokenizer)
+    };
     let ids = if args.chat {
         generator.chat_prompt_ids(&[ChatMessage::new("user", args.prompt.as_str())])?
     } else {
