@@ -19,7 +19,7 @@ pub use adapter::{AdaptedLinear, Adapter, BaseWeight};
 pub use config::PeftConfig;
 pub use error::{Error, Result};
 pub use linalg::SvdMode;
-pub use loss::{Batch, loss_and_grad, loss_and_grad_with, masked_nll_sum};
+pub use loss::{Batch, HEAD_CHUNK, loss_and_grad, loss_and_grad_with, masked_nll_sum};
 pub use methods::Method;
 pub use methods::cloq::weighted_error as cloq_objective;
 pub use model::{PROJECTIONS, PeftModel, calibration_grams, module_name};

@@ -26,6 +26,27 @@ pub fn masked_nll_sum(logits: &Array, targets: &Array, mask: &Array) -> Result<A
     Ok(lse.subtract(&picked)?.multiply(mask)?.sum(None)?)
 }
 
+/// Rows of the output projection computed at a time in the loss (the
+/// `[rows, vocab]` logits of one chunk: 1024 × 49,152 f32 = 201 MB for SmolLM2).
+pub const HEAD_CHUNK: usize = 1024;
+
+/// The flattened positions whose mask is set (int32) and their targets.
+fn counted_rows(batch: &Batch) -> Result<(Array, Array)> {
+    let mask = batch.mask.as_type::<f32>()?.reshape(&[-1])?;
+    let targets = batch.targets.as_type::<i32>()?.reshape(&[-1])?;
+    mlx_rs::transforms::eval([&mask, &targets])?;
+    let (m, t) = (mask.as_slice::<f32>(), targets.as_slice::<i32>());
+    let rows: Vec<i32> = (0..m.len() as i32)
+        .filter(|&i| m[i as usize] != 0.0)
+        .collect();
+    let picked: Vec<i32> = rows.iter().map(|&i| t[i as usize]).collect();
+    let n = rows.len() as i32;
+    Ok((
+        Array::from_slice(&rows, &[n]),
+        Array::from_slice(&picked, &[n]),
+    ))
+}
+
 /// One batch: inputs, targets and loss mask, each `[b, l]`.
 #[derive(Debug, Clone)]
 pub struct Batch {
@@ -68,17 +89,14 @@ pub fn loss_and_grad_with(
         .map(|(k, v)| (Rc::from(k.as_str()), v))
         .collect();
     let originals = params.clone();
+    let (rows, picked) = counted_rows(batch)?;
     let f = |p: HashMap<Rc<str>, Array>,
              b: (Array, Array, Array)|
      -> std::result::Result<Vec<Array>, Exception> {
         let mut run = || -> Result<Array> {
             model.set_trainable_map(&p)?;
-            let logits = if checkpoint {
-                model.forward_checkpointed(&b.0)?
-            } else {
-                model.forward(&b.0)?
-            };
-            masked_nll_sum(&logits, &b.1, &b.2)
+            let h = model.hidden(&b.0, checkpoint)?;
+            model.selected_nll_sum(&h, &rows, &picked, HEAD_CHUNK)
         };
         run().map(|l| vec![l]).map_err(|e| match e {
             crate::Error::Mlx(e) => e,

@@ -392,6 +392,76 @@ impl PeftModel {
     /// (gradient checkpointing, see `checkpoint.rs`). Same values as
     /// `forward`; the gradients are equal too (test `checkpointed_gradients_equal_plain`).
     pub fn forward_checkpointed(&mut self, tokens: &Array) -> Result<Array> {
+        let h = self.hidden_checkpointed(tokens)?;
+        self.head(&h)
+    }
+
+    /// The last decoder block's output `[b, l, d]` (before the final norm),
+    /// checkpointed or not.
+    pub(crate) fn hidden(&mut self, tokens: &Array, checkpoint: bool) -> Result<Array> {
+        if checkpoint {
+            self.hidden_checkpointed(tokens)
+        } else {
+            self.hidden_impl(tokens, None)
+        }
+    }
+
+    /// The summed next-token loss over the positions `rows` (indices into
+    /// the flattened `[b·l]` positions, int32) with targets `targets` (int32,
+    /// one per row): the final norm, the output projection and the
+    /// cross-entropy run on those rows only, `chunk` rows at a time, each
+    /// chunk under MLX's checkpoint transform, so the `[rows, vocab]` logits
+    /// and their softmax never exist at once and masked positions (prompt,
+    /// padding) cost no head compute. Equals `masked_nll_sum(forward(..))`
+    /// (test `selected_chunked_loss_equals_full_logits`).
+    pub(crate) fn selected_nll_sum(
+        &mut self,
+        hidden: &Array,
+        rows: &Array,
+        targets: &Array,
+        chunk: usize,
+    ) -> Result<Array> {
+        let d = hidden.dim(-1);
+        let picked = hidden.reshape(&[-1, d])?.take_axis(rows, 0)?;
+        let n = rows.dim(0);
+        let chunk = chunk.max(1) as i32;
+        let mut total: Option<Array> = None;
+        let mut start = 0;
+        while start < n {
+            let end = (start + chunk).min(n);
+            let idx = mlx_rs::ops::arange::<_, i32>(start, end, None)?;
+            let h = picked.take_axis(&idx, 0)?;
+            let t = targets.take_axis(&idx, 0)?;
+            let mut norm = self.model.model.norm.clone();
+            let mut head = self.model.lm_head.clone();
+            let embed = self.model.model.embed_tokens.clone();
+            let f = move |xs: &[Array]| -> Result<Vec<Array>> {
+                let h = norm.forward(&xs[0])?;
+                let logits = match head.as_mut() {
+                    Some(head) => head.forward(&h)?,
+                    None => embed.as_linear(&h)?,
+                }
+                .as_type::<f32>()?;
+                let lse = logits.logsumexp_axis(-1, false)?;
+                let picked = logits
+                    .take_along_axis(t.expand_dims(-1)?, -1)?
+                    .squeeze_axes(&[-1])?;
+                Ok(vec![lse.subtract(&picked)?.sum(None)?])
+            };
+            let part = crate::checkpoint::checkpointed(Box::new(f), &[h])?
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::Unsupported("checkpointed head returned nothing".into()))?;
+            total = Some(match total {
+                Some(t) => t.add(&part)?,
+                None => part,
+            });
+            start = end;
+        }
+        Ok(total.unwrap_or_else(|| Array::from_f32(0.0)))
+    }
+
+    fn hidden_checkpointed(&mut self, tokens: &Array) -> Result<Array> {
         self.check_tokens(tokens)?;
         let ctx = BlockCtx::new(self.model.config(), tokens);
         let first = self
@@ -449,7 +519,7 @@ impl PeftModel {
                 .next()
                 .ok_or_else(|| Error::Unsupported("checkpointed block returned nothing".into()))?;
         }
-        self.head(&h)
+        Ok(h)
     }
 
     fn check_tokens(&self, tokens: &Array) -> Result<()> {
@@ -471,7 +541,12 @@ impl PeftModel {
         })
     }
 
-    fn forward_impl(&mut self, tokens: &Array, mut grams: Option<&mut Grams>) -> Result<Array> {
+    fn forward_impl(&mut self, tokens: &Array, grams: Option<&mut Grams>) -> Result<Array> {
+        let h = self.hidden_impl(tokens, grams)?;
+        self.head(&h)
+    }
+
+    fn hidden_impl(&mut self, tokens: &Array, mut grams: Option<&mut Grams>) -> Result<Array> {
         self.check_tokens(tokens)?;
         let ctx = BlockCtx::new(self.model.config(), tokens);
         let mut h = self.model.model.embed_tokens.forward(tokens)?;
@@ -489,7 +564,7 @@ impl PeftModel {
             };
             h = block(layer, &self.linears[i], &self.rope, &h, ctx, &mut capture)?;
         }
-        self.head(&h)
+        Ok(h)
     }
 
     /// Fuses every adapter into its base (dequantizing a quantized base),

@@ -378,3 +378,40 @@ fn checkpointing_lowers_peak_memory() {
         "checkpointing saves memory: {ck} vs {plain}"
     );
 }
+
+// ------------------------------------------------- selected, chunked head loss
+
+#[test]
+fn selected_chunked_loss_equals_full_logits() {
+    let mut m = PeftModel::new(
+        tiny(6),
+        PeftConfig::new(Method::Lora, 4, 8.0)
+            .with_targets(["all-linear"])
+            .with_seed(3),
+    )
+    .expect("peft");
+    perturb(&mut m, 2);
+    // 4 × 300 positions: more than one HEAD_CHUNK of counted rows, with a
+    // mask that drops a prompt and some padding in every row.
+    let mut b = batch(4, 300, 272, 8);
+    let mask: Vec<f32> = (0..4 * 300)
+        .map(|i| {
+            let (r, t) = (i / 300, i % 300);
+            if t < 5 + r || t >= 290 - 3 * r {
+                0.0
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    b.mask = mlx_rs::Array::from_slice(&mask, &[4, 300]);
+    let counted: f32 = mask.iter().sum();
+    assert!(counted as usize > forge_peft::HEAD_CHUNK);
+    let full = forge_peft::masked_nll_sum(&m.forward(&b.inputs).expect("fwd"), &b.targets, &b.mask)
+        .expect("nll");
+    for ck in [false, true] {
+        let (l, _) = loss_and_grad_with(&mut m, &b, ck).expect("grad");
+        let (a, f) = (host(&l)[0], host(&full)[0]);
+        assert!(((a - f) / f).abs() < 1e-6, "checkpoint {ck}: {a} vs {f}");
+    }
+}
