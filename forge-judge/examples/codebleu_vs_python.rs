@@ -54,14 +54,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !out.status.success() {
         return Err(format!("peer failed: {}", String::from_utf8_lossy(&out.stderr)).into());
     }
-    let timed = Command::new(&python)
-        .arg(&script)
-        .arg(tmp.path())
-        .arg("--time")
-        .env("PYTHONHASHSEED", "0")
-        .output()?;
-    let py_inner: serde_json::Value = serde_json::from_slice(&timed.stdout)?;
-    let py_secs = py_inner["seconds"].as_f64().unwrap_or(py_wall);
+    // Best of ROUNDS for both sides (the VM is shared; the minimum is the least disturbed run).
+    const ROUNDS: usize = 3;
+    let mut py_secs = f64::INFINITY;
+    for _ in 0..ROUNDS {
+        let timed = Command::new(&python)
+            .arg(&script)
+            .arg(tmp.path())
+            .arg("--time")
+            .env("PYTHONHASHSEED", "0")
+            .output()?;
+        let py_inner: serde_json::Value = serde_json::from_slice(&timed.stdout)?;
+        py_secs = py_secs.min(py_inner["seconds"].as_f64().unwrap_or(py_wall));
+    }
     let expected: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(serde_json::from_str)
@@ -78,25 +83,41 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ));
     }
     let mut scores = vec![None; rows.len()];
-    let t = Instant::now();
-    for (lang, items) in &by_lang {
-        let pairs: Vec<(&str, &str)> = items
-            .iter()
-            .map(|(_, r, c)| (r.as_str(), c.as_str()))
-            .collect();
-        let got = CodeBleu::new(*lang).with_compat(true).score_batch(&pairs);
-        for ((i, _, _), s) in items.iter().zip(got) {
-            scores[*i] = Some(s);
+    let mut rust_secs = f64::INFINITY;
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        for (lang, items) in &by_lang {
+            let pairs: Vec<(&str, &str)> = items
+                .iter()
+                .map(|(_, r, c)| (r.as_str(), c.as_str()))
+                .collect();
+            let got = CodeBleu::new(*lang).with_compat(true).score_batch(&pairs);
+            for ((i, _, _), s) in items.iter().zip(got) {
+                scores[*i] = Some(s);
+            }
         }
+        rust_secs = rust_secs.min(t.elapsed().as_secs_f64());
     }
-    let rust_secs = t.elapsed().as_secs_f64();
     let mut max_diff = 0.0f64;
+    let mut differing = 0;
     for (s, e) in scores.iter().zip(&expected) {
         let s = s.as_ref().ok_or("missing score")?;
-        max_diff = max_diff.max((s.codebleu - e["codebleu"].as_f64().unwrap_or(f64::NAN)).abs());
+        let d = (s.codebleu - e["codebleu"].as_f64().unwrap_or(f64::NAN)).abs();
+        if d > 1e-6 {
+            differing += 1;
+        }
+        max_diff = max_diff.max(d);
     }
     let n = rows.len() as f64;
-    println!("pairs: {}", rows.len());
+    let distinct_refs = rows
+        .iter()
+        .map(|r| r["reference"].as_str().unwrap_or_default())
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    println!(
+        "pairs: {} ({distinct_refs} distinct references; best of {ROUNDS} runs per side)",
+        rows.len()
+    );
     println!(
         "codebleu 0.7.0 (python, in-process timing): {:.1} pairs/s ({:.3} s; {:.3} s with interpreter start)",
         n / py_secs,
@@ -111,12 +132,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("ratio: {:.1}x", py_secs / rust_secs);
     println!(
-        "max |codebleu diff|: {max_diff:.2e} ({})",
-        if max_diff <= 1e-6 {
-            "identical to 1e-6"
-        } else {
-            "DIFFERENT"
-        }
+        "max |codebleu diff|: {max_diff:.2e}; pairs differing by more than 1e-6: {differing} of {}",
+        rows.len()
     );
     Ok(())
 }

@@ -254,14 +254,18 @@ impl Gate {
                 push(
                     format!("{m} >= {min}"),
                     c.map(|c| c >= min),
-                    c.map_or_else(missing_c, |c| format!("{m} = {c:.6} is below the minimum {min}")),
+                    c.map_or_else(missing_c, |c| {
+                        format!("{m} = {c:.6} is below the minimum {min}")
+                    }),
                 );
             }
             if let Some(max) = r.max {
                 push(
                     format!("{m} <= {max}"),
                     c.map(|c| c <= max),
-                    c.map_or_else(missing_c, |c| format!("{m} = {c:.6} is above the maximum {max}")),
+                    c.map_or_else(missing_c, |c| {
+                        format!("{m} = {c:.6} is above the maximum {max}")
+                    }),
                 );
             }
             let sign = if higher_is_better(m) { 1.0 } else { -1.0 };
@@ -357,7 +361,13 @@ min = 0.5
         assert!(!v.passed);
         let v = g.evaluate(&m(&[("perplexity", 10.0)]), &m(&[]));
         assert!(!v.passed);
-        assert!(v.checks[0].reason.as_deref().unwrap_or("").contains("baseline has no"));
+        assert!(
+            v.checks[0]
+                .reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("baseline has no")
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@ mod error;
 mod gate;
 mod exec;
 mod passk;
+#[cfg(feature = "model")]
+mod perplexity;
 mod reconstruct;
 mod report;
 mod sandbox;
@@ -18,6 +20,11 @@ pub use exec::{
 };
 pub use gate::{Check, Gate, Rule, Verdict, higher_is_better};
 pub use passk::pass_at_k;
+#[cfg(feature = "model")]
+pub use perplexity::{
+    EvalModel, Logits, Perplexity, PerplexityOptions, load_for_eval, perplexity,
+    perplexity_of_examples,
+};
 #[cfg(feature = "model")]
 pub use reconstruct::{ReconstructOptions, generate_bodies};
 pub use reconstruct::{

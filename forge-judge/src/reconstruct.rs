@@ -237,7 +237,10 @@ impl Reconstruction {
             r = r.with_task(TaskScore {
                 id: format!("{} {}", u.path, u.symbol),
                 scores: [
-                    ("exact_match".to_string(), f64::from(u8::from(u.exact_match))),
+                    (
+                        "exact_match".to_string(),
+                        f64::from(u8::from(u.exact_match)),
+                    ),
                     ("edit_similarity".to_string(), u.edit_similarity),
                     ("codebleu".to_string(), u.codebleu.codebleu),
                 ]
@@ -405,12 +408,16 @@ mod tests {
     fn cut_python_body_at_dedent() {
         let prompt = "def f(x):\n    \"\"\"Doc.\"\"\"\n    ";
         let generated = "y = x + 1\n    return y\n\ndef g():\n    pass\n";
-        assert_eq!(cut_body(Lang::Python, prompt, generated), "y = x + 1\n    return y\n\n");
+        assert_eq!(
+            cut_body(Lang::Python, prompt, generated),
+            "y = x + 1\n    return y\n\n"
+        );
     }
 
     #[test]
     fn cut_rust_body_at_closing_brace() {
-        let generated = "{\n    let s = \"}\"; // }\n    let c = '}';\n    f::<'a>(s, c)\n}\nfn next() {}";
+        let generated =
+            "{\n    let s = \"}\"; // }\n    let c = '}';\n    f::<'a>(s, c)\n}\nfn next() {}";
         assert_eq!(
             cut_body(Lang::Rust, "fn f() ", generated),
             "{\n    let s = \"}\"; // }\n    let c = '}';\n    f::<'a>(s, c)\n}"

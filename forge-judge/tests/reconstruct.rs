@@ -10,7 +10,14 @@ use forge_judge::{HeldOutUnit, cut_body, held_out_since, normalize_body, score_u
 
 fn git(dir: &Path, args: &[&str]) -> bool {
     Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@e", "-c", "commit.gpgsign=false"])
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@e",
+            "-c",
+            "commit.gpgsign=false",
+        ])
         .args(args)
         .current_dir(dir)
         .output()
@@ -33,8 +40,11 @@ fn repo() -> Option<tempfile::TempDir> {
         return None;
     }
     std::fs::write(d.join("src/lib.rs"), OLD_RS).expect("write");
-    std::fs::write(d.join("src/untouched.rs"), "pub fn old(x: i64) -> i64 {\n    x * 2 + 1\n}\n")
-        .expect("write");
+    std::fs::write(
+        d.join("src/untouched.rs"),
+        "pub fn old(x: i64) -> i64 {\n    x * 2 + 1\n}\n",
+    )
+    .expect("write");
     assert!(git(d, &["add", "."]));
     assert!(git(d, &["commit", "-q", "-m", "one"]));
     std::fs::write(d.join("src/lib.rs"), NEW_RS).expect("write");
@@ -56,7 +66,10 @@ fn held_out_units_are_the_recent_changes() {
         .iter()
         .map(|u| (u.path.as_str(), u.symbol.as_str()))
         .collect();
-    assert!(names.iter().all(|(p, _)| *p != "src/untouched.rs"), "{names:?}");
+    assert!(
+        names.iter().all(|(p, _)| *p != "src/untouched.rs"),
+        "{names:?}"
+    );
     assert_eq!(units.len(), 4, "{names:?}");
     for u in &units {
         // prompt + body is a prefix of the file's text: nothing of the body leaks into the
@@ -65,16 +78,31 @@ fn held_out_units_are_the_recent_changes() {
         assert!(file.contains(&format!("{}{}", u.prompt, u.body)), "{u:?}");
         assert!(!u.prompt.contains(u.body.trim()), "{u:?}");
     }
-    let mean = units.iter().find(|u| u.symbol.ends_with("mean")).expect("mean");
+    let mean = units
+        .iter()
+        .find(|u| u.symbol.ends_with("mean"))
+        .expect("mean");
     assert!(mean.prompt.contains("\"\"\"Arithmetic mean of xs.\"\"\""));
     assert!(mean.body.starts_with("total = 0.0"));
-    let scale = units.iter().find(|u| u.symbol.ends_with("scale")).expect("scale");
+    let scale = units
+        .iter()
+        .find(|u| u.symbol.ends_with("scale"))
+        .expect("scale");
     assert!(scale.prompt.starts_with("/// Scales"));
     assert!(scale.body.starts_with('{') && scale.body.ends_with('}'));
     // The original body cut as if generated (followed by more code) is the body itself.
     for u in &units {
-        let tail = if u.lang == forge_judge::Lang::Rust { "\nfn next() {}\n" } else { "\ndef next():\n    pass\n" };
-        assert_eq!(normalize_body(&cut_body(u.lang, &u.prompt, &format!("{}{tail}", u.body))), normalize_body(&u.body), "{}", u.symbol);
+        let tail = if u.lang == forge_judge::Lang::Rust {
+            "\nfn next() {}\n"
+        } else {
+            "\ndef next():\n    pass\n"
+        };
+        assert_eq!(
+            normalize_body(&cut_body(u.lang, &u.prompt, &format!("{}{tail}", u.body))),
+            normalize_body(&u.body),
+            "{}",
+            u.symbol
+        );
     }
 }
 
@@ -83,14 +111,22 @@ fn scoring_invariants() {
     let Some(dir) = repo() else { return };
     let units = held_out(dir.path());
     // Perfect reconstruction (trailing whitespace and blank lines do not count).
-    let perfect: Vec<String> = units.iter().map(|u| format!("\n{}  \n\n", u.body)).collect();
+    let perfect: Vec<String> = units
+        .iter()
+        .map(|u| format!("\n{}  \n\n", u.body))
+        .collect();
     let r = score_units(&units, &perfect).expect("score");
     assert_eq!(r.exact_match, 1.0);
     assert_eq!(r.edit_similarity, 1.0);
     for (s, u) in r.units.iter().zip(&units) {
         assert_eq!(s.codebleu.syntax_match, 1.0, "{}", s.symbol);
         if u.body.split_whitespace().count() >= 4 {
-            assert!((s.codebleu.codebleu - 1.0).abs() < 1e-12, "{}: {:?}", s.symbol, s.codebleu);
+            assert!(
+                (s.codebleu.codebleu - 1.0).abs() < 1e-12,
+                "{}: {:?}",
+                s.symbol,
+                s.codebleu
+            );
         } else {
             // BLEU-4 of fewer than 4 tokens stays below 1 even for identical text.
             assert!(s.codebleu.ngram_match < 1.0, "{}", s.symbol);
@@ -145,7 +181,10 @@ fn tiny_model_generation_is_deterministic_and_well_formed() {
     .expect("hf dir");
     let (m, tok) = load_for_eval(model_dir.to_str().expect("utf8"), None).expect("load");
     let mut model = m.into_model().expect("model");
-    let opts = ReconstructOptions { max_tokens: 24, seed: 0 };
+    let opts = ReconstructOptions {
+        max_tokens: 24,
+        seed: 0,
+    };
     let mut calls = 0;
     let a = generate_bodies(&mut model, &tok, &units, &opts, &mut |_, _| calls += 1).expect("gen");
     let b = generate_bodies(&mut model, &tok, &units, &opts, &mut |_, _| {}).expect("gen");

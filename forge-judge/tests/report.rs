@@ -32,7 +32,9 @@ fn fixture() -> (EvalResults, EvalResults, Gate) {
         .with_task(task("src/b.py b.load", 0.30, 0.0))
         .with_task(task("src/d.py d.gone", 0.10, 0.0));
     let gate = Gate::new(vec![
-        Rule::new("codebleu").with_min(0.3).with_max_regression(0.01),
+        Rule::new("codebleu")
+            .with_min(0.3)
+            .with_max_regression(0.01),
         Rule::new("perplexity").with_max_regression(0.0),
         Rule::new("pass@1").with_min(0.1),
     ])
@@ -57,10 +59,23 @@ fn report_snapshots_and_invariants() {
     let failed: Vec<_> = r.verdict.checks.iter().filter(|c| !c.passed).collect();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].metric, "perplexity");
-    assert!(r.verdict.checks.iter().all(|c| c.passed == c.reason.is_none()));
+    assert!(
+        r.verdict
+            .checks
+            .iter()
+            .all(|c| c.passed == c.reason.is_none())
+    );
     // Tasks: candidate order, then the baseline-only task.
     let ids: Vec<&str> = r.tasks.iter().map(|t| t.id.as_str()).collect();
-    assert_eq!(ids, ["src/a.rs a::parse", "src/b.py b.load", "src/c.rs c::<T>|x", "src/d.py d.gone"]);
+    assert_eq!(
+        ids,
+        [
+            "src/a.rs a::parse",
+            "src/b.py b.load",
+            "src/c.rs c::<T>|x",
+            "src/d.py d.gone"
+        ]
+    );
     assert_eq!(r.task_metric.as_deref(), Some("codebleu"));
 
     let json = r.to_json().expect("json");

@@ -179,7 +179,9 @@ impl Report {
                 tasks.push(TaskRow {
                     id: t.id.clone(),
                     candidate: t.scores.get(tm).copied(),
-                    baseline: base.get(t.id.as_str()).and_then(|b| b.scores.get(tm).copied()),
+                    baseline: base
+                        .get(t.id.as_str())
+                        .and_then(|b| b.scores.get(tm).copied()),
                 });
             }
             for t in &baseline.tasks {

@@ -41,7 +41,11 @@ pub(super) fn markdown(r: &Report) -> String {
             s,
             "| {}{} | {} | {} | {} | {} |",
             md_cell(&m.metric),
-            if m.higher_is_better { "" } else { " (lower is better)" },
+            if m.higher_is_better {
+                ""
+            } else {
+                " (lower is better)"
+            },
             num(m.candidate),
             num(m.baseline),
             delta(m.delta),
@@ -156,7 +160,13 @@ fn svg_plot(r: &Report) -> String {
     };
     for (i, t) in r.tasks.iter().enumerate() {
         let x = left + slot * i as f64;
-        bar(&mut s, x, t.candidate, "#1f6fd1", &format!("{} candidate", t.id));
+        bar(
+            &mut s,
+            x,
+            t.candidate,
+            "#1f6fd1",
+            &format!("{} candidate", t.id),
+        );
         bar(
             &mut s,
             x + slot / 2.0,
@@ -204,15 +214,25 @@ pub(super) fn html(r: &Report) -> String {
             "<tr><td>{}{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
              <td class=\"{k}\">{k}</td></tr>",
             esc(&m.metric),
-            if m.higher_is_better { "" } else { " (lower is better)" },
+            if m.higher_is_better {
+                ""
+            } else {
+                " (lower is better)"
+            },
             num(m.candidate),
             num(m.baseline),
             delta(m.delta)
         );
     }
-    s.push_str("</table>\n<h2>Gate</h2>\n<table><tr><th>check</th><th>result</th><th>reason</th></tr>\n");
+    s.push_str(
+        "</table>\n<h2>Gate</h2>\n<table><tr><th>check</th><th>result</th><th>reason</th></tr>\n",
+    );
     for c in &r.verdict.checks {
-        let (t, k) = if c.passed { ("pass", "pass") } else { ("fail", "fail") };
+        let (t, k) = if c.passed {
+            ("pass", "pass")
+        } else {
+            ("fail", "fail")
+        };
         let _ = writeln!(
             s,
             "<tr><td>{}</td><td class=\"{k}\">{t}</td><td>{}</td></tr>",
