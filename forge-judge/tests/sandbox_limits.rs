@@ -192,3 +192,66 @@ fn malformed_problem_and_sample_lines_name_file_and_line() {
     assert_eq!(probs.len(), 1);
     assert_eq!(probs[0].entry_point, "f");
 }
+
+/// As a non-root user (no writable pids cgroup) the process limit is `RLIMIT_NPROC`, counted
+/// per user namespace. Body of [`non_root_process_limit_is_rlimit_nproc`].
+fn non_root_process_limit() {
+    let iso = forge_judge::isolation();
+    eprintln!("non-root isolation: {iso}");
+    assert_eq!(iso.process_limit, forge_judge::ProcessLimit::Rlimit);
+    let sb = Sandbox::new()
+        .with_processes(16)
+        .with_wall_time(Duration::from_secs(10));
+    // A subshell starts 50 background sleepers (it dies at the first failed fork, they stay);
+    // then the shell counts its namespace's processes with builtins only (no fork left).
+    let r = sh(
+        &sb,
+        "(for i in $(seq 50); do sleep 3 & done) 2>/dev/null; set -- /proc/[0-9]*; echo $#",
+    );
+    let n: usize = r.stdout.trim().parse().unwrap_or(usize::MAX);
+    eprintln!("{r:?}");
+    if matches!(
+        iso.processes,
+        forge_judge::ProcessIsolation::PidNamespace { private_proc: true }
+    ) {
+        assert!(n <= 16, "process limit not enforced: {n} processes");
+    }
+    assert!(exec_support::processes_mentioning("sleep 3").is_empty());
+}
+
+#[test]
+fn non_root_process_limit_is_rlimit_nproc() {
+    if std::env::var_os("FORGE_JUDGE_NONROOT_CHILD").is_some() {
+        return non_root_process_limit();
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return non_root_process_limit();
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    if !Path::new("/usr/bin/setpriv").exists() {
+        println!("skipped: root without setpriv to drop to nobody");
+        return;
+    }
+    // Re-run this test as nobody (65534).
+    let out = std::process::Command::new("/usr/bin/setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(exe)
+        .args([
+            "--exact",
+            "non_root_process_limit_is_rlimit_nproc",
+            "--nocapture",
+        ])
+        .env("FORGE_JUDGE_NONROOT_CHILD", "1")
+        .output()
+        .expect("run the test as nobody");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "as nobody:\n{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}
