@@ -36,10 +36,10 @@ pub struct HeldOutUnit {
     /// The language.
     pub lang: Lang,
     /// The unit's text up to its body: doc comments, attributes, signature and (Python)
-    /// docstring, ending with the first body line's indentation.
+    /// docstring, without trailing whitespace.
     pub prompt: String,
-    /// The original body (Rust: the `{ … }` block; Python: the statements after the
-    /// docstring, the first line without its indentation, which ends the prompt).
+    /// The original continuation of the prompt: the whitespace before the body, then the body
+    /// (Rust: the `{ … }` block; Python: the statements after the docstring).
     pub body: String,
 }
 
@@ -83,12 +83,6 @@ pub fn edit_similarity(a: &str, b: &str) -> f64 {
         return 1.0;
     }
     1.0 - levenshtein(a, b) as f64 / n as f64
-}
-
-/// The leading whitespace the prompt ends with (the first body line's indentation).
-fn trailing_indent(prompt: &str) -> &str {
-    let tail = prompt.rsplit('\n').next().unwrap_or("");
-    if tail.trim().is_empty() { tail } else { "" }
 }
 
 /// Removes the common leading whitespace of the non-blank lines.
@@ -270,8 +264,7 @@ pub fn score_units(units: &[HeldOutUnit], generated: &[String]) -> crate::Result
         .zip(generated)
         .map(|(u, g)| {
             let (nr, ng) = (normalize_body(&u.body), normalize_body(g));
-            let indent = trailing_indent(&u.prompt);
-            let full = |s: &str| dedent(&format!("{indent}{s}"));
+            let full = |s: &str| dedent(s);
             let cb = match u.lang {
                 Lang::Python => &py,
                 Lang::Rust => &rs,
@@ -312,13 +305,18 @@ pub fn held_out_from_mined(mined: &forge_miner::Mined) -> Vec<HeldOutUnit> {
             if body.trim().is_empty() {
                 return None;
             }
-            let prompt = u.text.get(..a.checked_sub(u.start_byte)?)?.to_string();
+            let head = u.text.get(..a.checked_sub(u.start_byte)?)?;
+            // End the prompt on the last visible character (the docstring's quotes, the
+            // return type): the whitespace before the body is the model's to write, as the
+            // tokenizer would merge it with what follows.
+            let prompt = head.trim_end();
+            let body = format!("{}{body}", &head[prompt.len()..]);
             Some(HeldOutUnit {
                 id: u.id.clone(),
                 path: u.path.clone(),
                 symbol: u.symbol.clone(),
                 lang,
-                prompt,
+                prompt: prompt.to_string(),
                 body,
             })
         })

@@ -83,13 +83,14 @@ fn held_out_units_are_the_recent_changes() {
         .find(|u| u.symbol.ends_with("mean"))
         .expect("mean");
     assert!(mean.prompt.contains("\"\"\"Arithmetic mean of xs.\"\"\""));
-    assert!(mean.body.starts_with("total = 0.0"));
+    assert!(mean.prompt.ends_with("\"\"\"") && mean.body.starts_with("\n    total = 0.0"));
     let scale = units
         .iter()
         .find(|u| u.symbol.ends_with("scale"))
         .expect("scale");
     assert!(scale.prompt.starts_with("/// Scales"));
-    assert!(scale.body.starts_with('{') && scale.body.ends_with('}'));
+    assert!(scale.body.starts_with(" {") && scale.body.ends_with('}'));
+    assert!(scale.prompt.ends_with("k: f32)"));
     // The original body cut as if generated (followed by more code) is the body itself.
     for u in &units {
         let tail = if u.lang == forge_judge::Lang::Rust {

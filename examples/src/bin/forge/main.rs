@@ -1,6 +1,7 @@
 //! The `forge` command line. It parses arguments and calls forge-core; nothing
 //! else lives here. One module per subcommand.
 
+mod eval;
 mod generate;
 mod gguf;
 mod mine;
@@ -33,6 +34,11 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Mine a repository into semantic units and training datasets
     Mine(mine::MineArgs),
+    /// Evaluate models: CodeBLEU, perplexity, repository reconstruction, pass@k, report + gate
+    Eval {
+        #[command(subcommand)]
+        command: eval::EvalCommand,
+    },
     /// Inspect GGUF files
     Gguf {
         #[command(subcommand)]
@@ -50,6 +56,7 @@ fn main() -> ExitCode {
             .map_err(Into::into),
         Command::Generate(args) => generate::run(args).map_err(Into::into),
         Command::Mine(args) => mine::run(args).map_err(Into::into),
+        Command::Eval { command } => eval::run(command),
         Command::Gguf { command } => gguf::run(command).map_err(Into::into),
     };
     match result {
