@@ -238,6 +238,7 @@ fn fake_result(task: &str, passed: bool) -> SampleResult {
     SampleResult {
         task_id: task.into(),
         completion_id: 0,
+        completion: String::new(),
         passed,
         result: String::new(),
         step: Step::Run,

