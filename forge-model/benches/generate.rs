@@ -3,7 +3,9 @@
 //! (node-llama-cpp 3.21.1, 2 threads) in the same run.
 //!
 //! Function ids: `forge-f32` (the Q4_1 file dequantized to f32, MLX CPU;
-//! prompt = one `forward_last` filling a fresh cache),
+//! prompt = one `forward_last` filling a fresh cache), `forge-cpu-q4_1` and
+//! `forge-cpu-f16` (the CPU engine, `CpuModel`, on the Q4_1 file and on the
+//! F16 copy: weights kept in their stored type),
 //! `llama.cpp-q4_1` (the same file), `llama.cpp-f16` (an F16 copy written by
 //! gguf-py, `tests/reference/gguf_to_f32.py --f16`, cached under
 //! `target/forge-bench/`). Throughput is tokens (elements) per second.
@@ -17,7 +19,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use forge_model::{GenerateOptions, LoadOptions, Model, ModelSource, load};
+use forge_model::{CpuModel, GenerateOptions, LoadOptions, Model, ModelSource, load};
 use mlx_rs::Array;
 
 const PROMPT_TOKENS: usize = 128;
@@ -137,6 +139,25 @@ fn forge_generate(model: &mut Model, ids: &[u32]) -> Duration {
     t0.elapsed()
 }
 
+fn cpu_prompt(model: &CpuModel, ids: &[u32]) {
+    let mut cache = model.new_cache();
+    model.forward_last(ids, &mut cache).expect("cpu forward");
+}
+
+/// Time of `GEN_TOKENS` greedy steps of the CPU engine after the prompt
+/// (prefill untimed).
+fn cpu_generate(model: &mut CpuModel, ids: &[u32]) -> Duration {
+    let options = GenerateOptions::new()
+        .with_max_tokens(GEN_TOKENS + 1)
+        .with_stop_at_eos(false);
+    let mut stream = model.generate_ids(ids, &options).expect("stream");
+    stream.next().expect("first").expect("token");
+    let t0 = Instant::now();
+    let n = stream.map(|t| t.expect("token")).count();
+    assert_eq!(n, GEN_TOKENS);
+    t0.elapsed()
+}
+
 fn bench(c: &mut Criterion) {
     let q4 = peers_dir().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     if !q4.is_file() || !peers_dir().join("node-llama-cpp/node_modules").is_dir() {
@@ -154,11 +175,25 @@ fn bench(c: &mut Criterion) {
         peer_models.push(("llama.cpp-f16", f));
     }
 
+    let mut engines: Vec<(&str, CpuModel)> =
+        vec![("forge-cpu-q4_1", CpuModel::open(&q4).expect("cpu engine"))];
+    if let Some((_, f16)) = peer_models.get(1) {
+        engines.push((
+            "forge-cpu-f16",
+            CpuModel::open(f16).expect("cpu engine f16"),
+        ));
+    }
+
     let mut g = c.benchmark_group("smollm2_prompt_128");
     g.throughput(Throughput::Elements(PROMPT_TOKENS as u64));
     g.bench_function(BenchmarkId::from_parameter("forge-f32"), |b| {
         b.iter(|| forge_prompt(&mut model, &ids));
     });
+    for (name, engine) in &engines {
+        g.bench_function(BenchmarkId::from_parameter(*name), |b| {
+            b.iter(|| cpu_prompt(engine, &ids));
+        });
+    }
 
     for (name, path) in &peer_models {
         let Some(mut peer) = Peer::start(path) else {
@@ -177,6 +212,11 @@ fn bench(c: &mut Criterion) {
     g.bench_function(BenchmarkId::from_parameter("forge-f32"), |b| {
         b.iter_custom(|iters| (0..iters).map(|_| forge_generate(&mut model, &ids)).sum());
     });
+    for (name, engine) in &mut engines {
+        g.bench_function(BenchmarkId::from_parameter(*name), |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| cpu_generate(engine, &ids)).sum());
+        });
+    }
     for (name, path) in &peer_models {
         let Some(mut peer) = Peer::start(path) else {
             continue;

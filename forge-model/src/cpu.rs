@@ -15,9 +15,13 @@
 //!   GGML rope mode 0), while `qwen2` keeps the halves layout
 //!   (`(xᵢ, xᵢ₊d/2)`, NeoX mode); angle `θᵢ = p·s·b^(−2i/d) / fᵢ` with the
 //!   linear scale `s` and Llama 3's per-pair factors `fᵢ` (`rope_freqs.weight`);
-//! - keys and values cached as f16 (llama.cpp's default cache type), the
-//!   query and the attention probabilities rounded to f16 before their dot
-//!   products with them, softmax in f32;
+//! - keys and values cached as f16 (llama.cpp's default cache type) and
+//!   attention as llama.cpp's CPU flash attention computes it (its default;
+//!   Dao et al. 2022, *FlashAttention*, arXiv:2205.14135): the query rounded
+//!   to f16, `sⱼ = q·kⱼ/√d` in f32, one pass with a running maximum `M` and
+//!   sum `S = Σ e^(sⱼ−M)`, the value accumulator `o = Σ e^(sⱼ−M) vⱼ` held
+//!   in f16 (rounded after every update, rescaled by `e^(M_old−M)` when `M`
+//!   grows), and `o/S` at the end;
 //! - SwiGLU with `silu(x) = x / (1 + e^(−x))`.
 //!
 //! Batch size one, any number of new tokens per call (a prompt is one call:
@@ -26,7 +30,7 @@
 use std::path::{Path, PathBuf};
 
 use forge_gguf::GgufFile;
-use forge_quant::{ActivationFormat, Activations, GgmlType, dot_f16, f16_to_f32, f32_to_f16};
+use forge_quant::{ActivationFormat, Activations, GgmlType, f16_to_f32, f32_to_f16};
 
 use crate::config::{Architecture, ModelConfig, RopeScaling};
 use crate::error::{Error, Result};
@@ -90,6 +94,41 @@ struct Layer {
     down: Matrix,
 }
 
+/// Precision of the key/value cache and of the attention arithmetic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvType {
+    /// Halves, as llama.cpp's default cache: keys, values, the query and
+    /// the value accumulator rounded to f16.
+    #[default]
+    F16,
+    /// Full f32 (llama.cpp's `--cache-type-k/v f32`).
+    F32,
+}
+
+impl KvType {
+    fn rounding(self) -> fn(f32) -> f32 {
+        match self {
+            Self::F16 => |x| f16_to_f32(f32_to_f16(x)),
+            Self::F32 => |x| x,
+        }
+    }
+}
+
+/// `Σ aᵢbᵢ` in f32.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// RoPE angles in ggml's order of operations: `θ₀ = p`, `θᵢ = θᵢ₋₁·b^(−2/d)`
+/// (repeated multiplication, as `ggml_rope_cache_init`), angle
+/// `s · θᵢ / fᵢ`.
+#[derive(Debug, Clone)]
+struct RopeAngles {
+    theta_scale: f32,
+    factors: Vec<f32>,
+    freq_scale: f32,
+}
+
 /// How RoPE pairs the features of a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RopeMode {
@@ -106,20 +145,20 @@ pub struct CpuModel {
     path: PathBuf,
     config: ModelConfig,
     rope_mode: RopeMode,
-    /// `1 / (s · fᵢ)` folded with `b^(−2i/d)`: angle per position for pair `i`.
-    inv_freq: Vec<f32>,
+    rope: RopeAngles,
+    kv_type: KvType,
     embed: Matrix,
     layers: Vec<Layer>,
     norm: Vec<f32>,
     output: Option<Matrix>,
 }
 
-/// The cache of a [`CpuModel`]: keys and values as f16, per layer
-/// `[position][kv_head][head_dim]`.
+/// The cache of a [`CpuModel`]: keys and values (rounded to the model's
+/// [`KvType`]), per layer `[position][kv_head][head_dim]`.
 #[derive(Debug, Clone, Default)]
 pub struct CpuCache {
-    k: Vec<Vec<u16>>,
-    v: Vec<Vec<u16>>,
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
     len: usize,
 }
 
@@ -246,23 +285,30 @@ impl CpuModel {
             RopeScaling::Linear { factor } => 1.0 / factor,
             _ => 1.0,
         };
-        let inv_freq = (0..hd / 2)
-            .map(|i| {
-                let base = config.rope_theta.powf(-((2 * i) as f32) / hd as f32);
-                let f = factors.as_ref().map_or(1.0, |f| f[i]);
-                scale * base / f
-            })
-            .collect();
+        let rope = RopeAngles {
+            theta_scale: config.rope_theta.powf(-2.0 / hd as f32),
+            factors: factors.unwrap_or_else(|| vec![1.0; hd / 2]),
+            freq_scale: scale,
+        };
         Ok(Self {
             path: path.to_path_buf(),
             rope_mode,
-            inv_freq,
+            rope,
+            kv_type: KvType::F16,
             embed,
             layers,
             norm: vector("output_norm.weight", h)?,
             output,
             config,
         })
+    }
+
+    /// Sets the precision of the key/value cache (default
+    /// [`KvType::F16`], as llama.cpp).
+    #[must_use]
+    pub fn with_kv_type(mut self, kv_type: KvType) -> Self {
+        self.kv_type = kv_type;
+        self
     }
 
     /// The runtime configuration read from the file.
@@ -419,42 +465,47 @@ impl CpuModel {
                 self.rope(head, pos);
             }
         }
+        let r = self.kv_type.rounding();
         let (kc, vc) = (&mut cache.k[li], &mut cache.v[li]);
-        kc.extend(k.iter().map(|&a| f32_to_f16(a)));
-        vc.extend(v.iter().map(|&a| f32_to_f16(a)));
+        kc.extend(k.iter().map(|&a| r(a)));
+        vc.extend(v.iter().map(|&a| r(a)));
         let scale = (hd as f32).powf(-0.5);
         let group = nh / nkv;
         let mut out = vec![0f32; t * nh * hd];
-        let mut q16 = vec![0u16; hd];
-        let mut scores = Vec::with_capacity(p0 + t);
+        let mut qr = vec![0f32; hd];
+        let mut acc = vec![0f32; hd];
         for ti in 0..t {
             let n = p0 + ti + 1;
             for hh in 0..nh {
                 let kvh = hh / group;
                 let qh = &q[(ti * nh + hh) * hd..(ti * nh + hh + 1) * hd];
-                q16.iter_mut()
-                    .zip(qh)
-                    .for_each(|(o, a)| *o = f32_to_f16(*a));
-                scores.clear();
+                qr.iter_mut().zip(qh).for_each(|(o, a)| *o = r(*a));
+                // llama.cpp's CPU flash attention (its default): one pass
+                // over the cache with a running maximum M and sum S; the
+                // value accumulator has the cache's precision and is
+                // rescaled when M grows.
+                let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+                acc.iter_mut().for_each(|a| *a = 0.0);
                 for j in 0..n {
-                    let kj = &kc[(j * nkv + kvh) * hd..(j * nkv + kvh + 1) * hd];
-                    scores.push(dot_f16(&q16, kj) * scale);
+                    let at = (j * nkv + kvh) * hd;
+                    let s = dot(&qr, &kc[at..at + hd]) * scale;
+                    let (mut ms, mut vs) = (1f32, 1f32);
+                    if s > m {
+                        let old = m;
+                        m = s;
+                        ms = (old - m).exp();
+                        acc.iter_mut().for_each(|a| *a = r(*a * ms));
+                    } else {
+                        vs = (s - m).exp();
+                    }
+                    acc.iter_mut()
+                        .zip(&vc[at..at + hd])
+                        .for_each(|(a, v)| *a = r(v.mul_add(vs, *a)));
+                    sum = sum * ms + vs;
                 }
-                let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-                let mut sum = 0f64;
-                for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += f64::from(*s);
-                }
-                let inv = (1.0 / sum) as f32;
+                let inv = 1.0 / sum;
                 let o = &mut out[(ti * nh + hh) * hd..(ti * nh + hh + 1) * hd];
-                for (j, s) in scores.iter().enumerate() {
-                    let p = f16_to_f32(f32_to_f16(s * inv));
-                    let vj = &vc[(j * nkv + kvh) * hd..(j * nkv + kvh + 1) * hd];
-                    o.iter_mut()
-                        .zip(vj)
-                        .for_each(|(a, b)| *a += p * f16_to_f32(*b));
-                }
+                o.iter_mut().zip(&acc).for_each(|(o, a)| *o = a * inv);
             }
         }
         Ok(out)
@@ -462,8 +513,10 @@ impl CpuModel {
 
     fn rope(&self, x: &mut [f32], pos: f32) {
         let half = x.len() / 2;
-        for (i, f) in self.inv_freq.iter().enumerate() {
-            let (sin, cos) = (pos * f).sin_cos();
+        let mut theta = pos;
+        for (i, f) in self.rope.factors.iter().enumerate() {
+            let (sin, cos) = (self.rope.freq_scale * (theta / f)).sin_cos();
+            theta *= self.rope.theta_scale;
             let (a, b) = match self.rope_mode {
                 RopeMode::Adjacent => (2 * i, 2 * i + 1),
                 RopeMode::Halves => (i, i + half),
@@ -500,7 +553,7 @@ fn rms_norm(x: &[f32], gain: &[f32], eps: f32) -> Vec<f32> {
     let n = gain.len();
     let mut out = Vec::with_capacity(x.len());
     for row in x.chunks_exact(n) {
-        let sum: f64 = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+        let sum: f64 = row.iter().map(|&v| f64::from(v * v)).sum();
         let mean = (sum / n as f64) as f32;
         let s = 1.0 / (mean + eps).sqrt();
         out.extend(row.iter().zip(gain).map(|(v, g)| v * s * g));

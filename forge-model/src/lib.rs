@@ -18,7 +18,7 @@ mod weights;
 
 pub use cache::KvCache;
 pub use config::{Architecture, HfConfig, ModelConfig, RopeScaling, TokenIds};
-pub use cpu::{CpuCache, CpuModel};
+pub use cpu::{CpuCache, CpuModel, KvType};
 pub use decoder::{Attention, Decoder, DecoderLayer, Mlp, Model};
 pub use error::{Error, Result};
 pub use factory::{TINY_TOKENIZER_VOCAB, random_model, tiny_config, write_hf_dir};

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use forge_gguf::{GgmlType, GgufWriter, NameArch, Value};
 use forge_model::{
-    Architecture, Error, GenerateOptions, Generator, LoadOptions, Model, ModelConfig, ModelSource,
-    load, random_model, tiny_config,
+    Architecture, CpuModel, Error, GenerateOptions, Generator, KvType, LoadOptions, Model,
+    ModelConfig, ModelSource, load, random_model, tiny_config,
 };
 use mlx_rs::Array;
 use mlx_rs::module::ModuleParameters;
@@ -433,4 +433,159 @@ fn smollm2_default_model_loads_and_continues_code() {
         "{:?}",
         out.text
     );
+}
+
+/// Max |a − b| over two logit rows.
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
+/// The CPU engine computes the same decoder as the MLX model: on F32 files
+/// with an F32 cache (no rounding anywhere but float order) the last
+/// position's logits agree to float precision for every architecture
+/// variant, whether the prompt is one call or token by token.
+#[test]
+fn cpu_engine_equals_mlx_model_on_f32_files() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let ids = [5u32, 17, 99, 3, 250, 42, 7];
+    for (i, config) in configs().into_iter().enumerate() {
+        let mut reference = random_model(config.clone(), 7 + i as u64).expect("model");
+        let path = dir.path().join(format!("c{i}.gguf"));
+        write_gguf(&reference, &path, &Tweaks::default());
+        let all = logits(&mut reference, &ids);
+        let vocab = config.vocab_size;
+        let want = &all[all.len() - vocab..];
+        let engine = CpuModel::open(&path)
+            .expect("cpu engine")
+            .with_kv_type(KvType::F32);
+        let mut cache = engine.new_cache();
+        let got = engine.forward_last(&ids, &mut cache).expect("forward");
+        assert_eq!(cache.len(), ids.len());
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = max_diff(want, &got);
+        assert!(
+            d <= 1e-4 * scale.max(1.0),
+            "config {i}: max abs logit diff {d}"
+        );
+        // Token by token through the same cache gives the one-call logits.
+        let mut cache = engine.new_cache();
+        let mut step = Vec::new();
+        for &t in &ids {
+            step = engine.forward_last(&[t], &mut cache).expect("step");
+        }
+        assert!(
+            max_diff(&step, &got) <= 1e-5 * scale.max(1.0),
+            "config {i}: incremental"
+        );
+    }
+}
+
+/// With llama.cpp's defaults (F16 cache, quantized activations for a
+/// quantized file) the engine stays close to the MLX model, and a wrong
+/// permutation is caught like in the MLX path.
+#[test]
+fn cpu_engine_on_quantized_files_and_f16_cache() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut reference = random_model(tiny_config(Architecture::Llama), 5).expect("model");
+    let ids = [9u32, 8, 7, 6, 30, 12];
+    let all = logits(&mut reference, &ids);
+    let vocab = reference.config().vocab_size;
+    let want = all[all.len() - vocab..].to_vec();
+    for (ty, bound) in [
+        (None, 0.02f32),
+        (Some(GgmlType::Q8_0), 0.1),
+        (Some(GgmlType::Q4_1), 0.6),
+        (Some(GgmlType::Q4_0), 0.6),
+    ] {
+        let path = dir.path().join(format!("{ty:?}.gguf"));
+        write_gguf(
+            &reference,
+            &path,
+            &Tweaks {
+                matrix_type: ty,
+                ..Tweaks::default()
+            },
+        );
+        let engine = CpuModel::open(&path).expect("engine");
+        let got = engine
+            .forward_last(&ids, &mut engine.new_cache())
+            .expect("forward");
+        let d = max_diff(&want, &got);
+        assert!(d > 0.0 && d < bound, "{ty:?}: max abs logit diff {d}");
+    }
+    let path = dir.path().join("unpermuted.gguf");
+    write_gguf(
+        &reference,
+        &path,
+        &Tweaks {
+            no_permute: true,
+            ..Tweaks::default()
+        },
+    );
+    let engine = CpuModel::open(&path)
+        .expect("engine")
+        .with_kv_type(KvType::F32);
+    let got = engine
+        .forward_last(&ids, &mut engine.new_cache())
+        .expect("forward");
+    assert!(max_diff(&want, &got) > 1e-3);
+}
+
+#[test]
+fn cpu_engine_bad_input_is_named() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let reference = random_model(tiny_config(Architecture::Llama), 2).expect("model");
+    let path = dir.path().join("m.gguf");
+    write_gguf(&reference, &path, &Tweaks::default());
+    let engine = CpuModel::open(&path).expect("engine");
+    let vocab = engine.config().vocab_size as u32;
+    let err = engine
+        .forward_last(&[1, vocab], &mut engine.new_cache())
+        .expect_err("bad id")
+        .to_string();
+    assert!(err.contains(&format!("token id {vocab}")), "{err}");
+    assert!(engine.forward_last(&[], &mut engine.new_cache()).is_err());
+    let err = forge_model::load_cpu(&ModelSource::HfDir(dir.path().to_path_buf()))
+        .expect_err("hf dir")
+        .to_string();
+    assert!(err.contains("GGUF"), "{err}");
+    let missing = CpuModel::open(dir.path().join("nope.gguf")).expect_err("missing");
+    assert!(missing.to_string().contains("nope.gguf"), "{missing}");
+}
+
+/// The generator drives the CPU engine like the MLX model: greedy tokens
+/// equal an argmax loop over `forward_last`.
+#[test]
+fn generator_drives_the_cpu_engine() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let reference = random_model(tiny_config(Architecture::Qwen2), 8).expect("model");
+    let path = dir.path().join("m.gguf");
+    write_gguf(&reference, &path, &Tweaks::default());
+    let mut engine = CpuModel::open(&path).expect("engine");
+    let prompt = [3u32, 1, 4, 1, 5];
+    let options = GenerateOptions::new()
+        .with_max_tokens(6)
+        .with_stop_at_eos(false);
+    let got: Vec<u32> = engine
+        .generate_ids(&prompt, &options)
+        .expect("stream")
+        .map(|t| t.expect("token"))
+        .collect();
+    let mut cache = engine.new_cache();
+    let mut logits = engine.forward_last(&prompt, &mut cache).expect("prompt");
+    let mut want = Vec::new();
+    for _ in 0..6 {
+        let t = logits
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+            .map(|x| x.0 as u32)
+            .expect("argmax");
+        want.push(t);
+        logits = engine.forward_last(&[t], &mut cache).expect("step");
+    }
+    assert_eq!(got, want);
 }

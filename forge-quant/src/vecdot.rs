@@ -154,17 +154,18 @@ impl Activations {
     }
 }
 
-/// ggml's `quantize_row_q8_0`/`q8_1` for one block of 32: `d = max|x|/127`,
-/// `q = round(x/d)` (half away from zero), and for Q8_1 `s = d·Σq`.
+/// ggml's `quantize_row_q8_0`/`q8_1` for one block of 32 as its x86 SIMD
+/// path computes it: `d = max|x|/127`, `q = round(x · (127/max|x|))` with
+/// ties to even, and for Q8_1 `s = d·Σq`.
 fn quantize_q8(x: &[f32], out: &mut [u8], with_sum: bool) {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     out[0..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
     let off = if with_sum { 4 } else { 2 };
     let mut sum = 0i32;
     for (o, v) in out[off..off + 32].iter_mut().zip(x) {
-        let q = (v * id).round() as i32;
+        let q = (v * id).round_ties_even() as i32;
         sum += q;
         *o = q as i8 as u8;
     }
@@ -253,8 +254,22 @@ pub fn matmul(
             for (k, o) in o.chunks_exact_mut(t).enumerate() {
                 let r = ci * chunk + k;
                 let wr = &w[r * row_bytes..(r + 1) * row_bytes];
-                for (ti, o) in o.iter_mut().enumerate() {
-                    *o = kernel.dot(wr, x.row(ti), cols, &mut scratch);
+                let mut ti = 0;
+                // Four activation rows per pass over the weight row: its
+                // blocks are unpacked once for all four.
+                while ti + 4 <= t {
+                    let rows4 = [x.row(ti), x.row(ti + 1), x.row(ti + 2), x.row(ti + 3)];
+                    if let Some(d) = kernel.dot4(wr, rows4) {
+                        o[ti..ti + 4].copy_from_slice(&d);
+                    } else {
+                        for (j, a) in rows4.iter().enumerate() {
+                            o[ti + j] = kernel.dot(wr, a, cols, &mut scratch);
+                        }
+                    }
+                    ti += 4;
+                }
+                for (tj, o) in o.iter_mut().enumerate().skip(ti) {
+                    *o = kernel.dot(wr, x.row(tj), cols, &mut scratch);
                 }
             }
         });
@@ -304,6 +319,25 @@ impl Kernel {
                 });
             }
         })
+    }
+
+    /// Four dot products of one weight row, where a tiled kernel exists.
+    #[inline]
+    fn dot4(self, w: &[u8], a: [&[u8]; 4]) -> Option<[f32; 4]> {
+        #[cfg(target_arch = "x86_64")]
+        if simd::available() {
+            // SAFETY: as in `dot`.
+            unsafe {
+                match self {
+                    Self::Q4_1 => return Some(simd::q4_1_q8_1_x4(w, a)),
+                    Self::Q4_0 => return Some(simd::q8_0_like_x4::<true>(w, a)),
+                    Self::Q8_0 => return Some(simd::q8_0_like_x4::<false>(w, a)),
+                    _ => {}
+                }
+            }
+        }
+        let _ = (w, a);
+        None
     }
 
     #[inline]
@@ -552,6 +586,60 @@ mod simd {
         unsafe { hsum(acc) + mins }
     }
 
+    /// [`q4_1_q8_1`] against four activation rows at once.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q4_1_q8_1_x4(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut mins = [0f32; 4];
+        for (b, x) in w.chunks_exact(20).enumerate() {
+            let o = b * Q8_1_BYTES;
+            // SAFETY: x has 20 bytes (16 at 4..); every activation row has
+            // as many 36-byte blocks as the weight row has 20-byte blocks.
+            unsafe {
+                let q = nibbles(x.as_ptr().add(4));
+                let (dw, mw) = (half(x, 0), half(x, 2));
+                for k in 0..4 {
+                    let y = &a[k][o..o + Q8_1_BYTES];
+                    let v = _mm256_loadu_si256(y.as_ptr().add(4).cast());
+                    let d = _mm256_set1_ps(dw * half(y, 0));
+                    acc[k] = _mm256_fmadd_ps(d, dot_us(q, v), acc[k]);
+                    mins[k] += mw * half(y, 2);
+                }
+            }
+        }
+        // SAFETY: AVX2 is enabled for this function.
+        unsafe { [0, 1, 2, 3].map(|k| hsum(acc[k]) + mins[k]) }
+    }
+
+    /// Q4_0 (`NIBBLES`) or Q8_0 weights against four Q8_0 activation rows.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q8_0_like_x4<const NIBBLES: bool>(w: &[u8], a: [&[u8]; 4]) -> [f32; 4] {
+        let bs = if NIBBLES { 18 } else { 34 };
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (b, x) in w.chunks_exact(bs).enumerate() {
+            let o = b * Q8_0_BYTES;
+            // SAFETY: x has `bs` bytes (16 or 32 at 2..); every activation
+            // row has as many 34-byte blocks as the weight row has blocks.
+            unsafe {
+                let q = if NIBBLES {
+                    _mm256_sub_epi8(nibbles(x.as_ptr().add(2)), _mm256_set1_epi8(8))
+                } else {
+                    _mm256_loadu_si256(x.as_ptr().add(2).cast())
+                };
+                let aq = _mm256_sign_epi8(q, q);
+                let dw = half(x, 0);
+                for k in 0..4 {
+                    let y = &a[k][o..o + Q8_0_BYTES];
+                    let v = _mm256_loadu_si256(y.as_ptr().add(2).cast());
+                    let d = _mm256_set1_ps(dw * half(y, 0));
+                    acc[k] = _mm256_fmadd_ps(d, dot_us(aq, _mm256_sign_epi8(v, q)), acc[k]);
+                }
+            }
+        }
+        // SAFETY: AVX2 is enabled for this function.
+        unsafe { [0, 1, 2, 3].map(|k| hsum(acc[k])) }
+    }
+
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn q4_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
         let mut acc = _mm256_setzero_ps();
@@ -775,6 +863,37 @@ mod tests {
                     (fast - portable).abs() <= 1e-4 * (1.0 + portable.abs()),
                     "{ty:?}: {fast} vs {portable}"
                 );
+            }
+        }
+    }
+
+    /// The four-row tiles give the single-row kernels' sums.
+    #[test]
+    fn tiles_equal_single_rows() {
+        let (rows, cols, t) = (5, 128, 7);
+        let w = lcg(rows * cols, 5);
+        let x = lcg(t * cols, 6);
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+            let wq = quantize(ty, &w, cols).unwrap();
+            let acts = Activations::new(ActivationFormat::for_weights(ty), &x, cols).unwrap();
+            let mut all = vec![0f32; t * rows];
+            matmul(ty, &wq, rows, cols, &acts, &mut all).unwrap();
+            for ti in 0..t {
+                let one = Activations::new(
+                    ActivationFormat::for_weights(ty),
+                    &x[ti * cols..(ti + 1) * cols],
+                    cols,
+                )
+                .unwrap();
+                let mut out = vec![0f32; rows];
+                matmul(ty, &wq, rows, cols, &one, &mut out).unwrap();
+                for r in 0..rows {
+                    let (a, b) = (all[ti * rows + r], out[r]);
+                    assert!(
+                        (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                        "{ty:?} {ti} {r}: {a} vs {b}"
+                    );
+                }
             }
         }
     }

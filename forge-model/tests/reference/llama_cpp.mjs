@@ -4,6 +4,7 @@
 // node_modules/node-llama-cpp.
 //
 // REQUEST: {"model": path, "threads": 2, "top": K, "kv_type": "F32" (optional; default F16),
+//           "flash_attention": bool (optional; default node-llama-cpp's),
 //           "probs": [[id, ...], ...],      // next-token distribution after each id list
 //           "tokenize": ["text", ...]}      // token ids with special tokens parsed
 // RESPONSE: {"version", "probs": [[[id, p], ...top K by p], ...],
@@ -36,6 +37,7 @@ if ((req.probs ?? []).length > 0) {
     threads,
     sequences: 1,
     ...(req.kv_type ? { experimentalKvCacheKeyType: req.kv_type, experimentalKvCacheValueType: req.kv_type } : {}),
+    ...(req.flash_attention !== undefined ? { flashAttention: req.flash_attention } : {}),
   });
   const sequence = context.getSequence();
   const top = req.top ?? 20;
