@@ -45,6 +45,8 @@ fn problem(lang: Lang) -> Problem {
 
 struct Ctx {
     outside: tempfile::TempDir,
+    /// Holds `secret.txt` (containing SECRET_VALUE), outside every read root.
+    secrets: tempfile::TempDir,
     listener: TcpListener,
     port: u16,
 }
@@ -56,8 +58,11 @@ fn setup() -> Ctx {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a local listener");
     listener.set_nonblocking(true).expect("nonblocking");
     let port = listener.local_addr().expect("addr").port();
+    let secrets = tempfile::tempdir().expect("secrets dir");
+    std::fs::write(secrets.path().join("secret.txt"), SECRET_VALUE).expect("secret file");
     Ctx {
         outside: tempfile::tempdir().expect("outside dir"),
+        secrets,
         listener,
         port,
     }
@@ -215,6 +220,16 @@ fn python_attacks(iso: Isolation) {
         ),
     );
 
+    if iso.filesystem.landlock.is_some() {
+        let secret = ctx.secrets.path().join("secret.txt").display().to_string();
+        attack(
+            &py,
+            &ctx,
+            "read a file outside",
+            &format!("def attack():\n    print(open('{secret}').read())\n"),
+        );
+    }
+
     if matches!(iso.processes, ProcessIsolation::PidNamespace { .. }) {
         // Would kill this test process (and everything else of its user) if not contained.
         attack(
@@ -305,6 +320,18 @@ fn rust_hostile_samples_are_contained() {
             "fn attack() {{\n    use std::io::Write;\n    let mut s = std::net::TcpStream::connect((\"127.0.0.1\", {port})).expect(\"connect\");\n    s.write_all(b\"leaked\").expect(\"send\");\n}}\n"
         ),
     );
+
+    let secret = ctx.secrets.path().join("secret.txt").display().to_string();
+    if isolation().filesystem.landlock.is_some() {
+        attack(
+            &rs,
+            &ctx,
+            "read a file outside",
+            &format!(
+                "fn attack() {{\n    println!(\"{{}}\", std::fs::read_to_string(\"{secret}\").expect(\"read\"));\n}}\n"
+            ),
+        );
+    }
 
     attack(
         &rs,

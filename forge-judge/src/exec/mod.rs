@@ -145,6 +145,7 @@ pub struct Runner {
     compile_sandbox: Sandbox,
     threads: usize,
     tool: PathBuf,
+    read_roots: Option<Vec<PathBuf>>,
     site_packages: bool,
     progress: Option<Box<ProgressFn>>,
 }
@@ -165,15 +166,31 @@ impl Runner {
     /// 4 GiB for the compile), one worker per core. Finds `python3` (its real executable,
     /// not a pyenv shim) or the active toolchain's `rustc` (not the rustup proxy).
     pub fn new(lang: Lang) -> Result<Self> {
-        let tool = match lang {
-            Lang::Python => resolve("python3", &["-c", "import sys; print(sys.executable)"])?,
+        let (tool, tool_roots) = match lang {
+            Lang::Python => {
+                let out = resolve(
+                    "python3",
+                    &[
+                        "-c",
+                        "import sys; print(sys.executable); print(sys.prefix); print(sys.base_prefix)",
+                    ],
+                )?;
+                let lines: Vec<PathBuf> = out.lines().map(PathBuf::from).collect();
+                (lines[0].clone(), lines)
+            }
             Lang::Rust => {
-                let sysroot = resolve("rustc", &["--print", "sysroot"])?;
-                sysroot.join("bin/rustc")
+                let sysroot = PathBuf::from(resolve("rustc", &["--print", "sysroot"])?);
+                (sysroot.join("bin/rustc"), vec![sysroot])
             }
         };
+        let read_roots: Vec<PathBuf> = SYSTEM_READ_ROOTS
+            .iter()
+            .map(PathBuf::from)
+            .chain(tool_roots)
+            .collect();
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let base = Sandbox::new()
+            .with_read_paths(Some(read_roots.clone()))
             .with_env("PYTHONDONTWRITEBYTECODE", "1")
             .with_env("PYTHONHASHSEED", "0")
             .with_env("RUST_BACKTRACE", "0")
@@ -189,6 +206,7 @@ impl Runner {
             sandbox: base,
             threads,
             tool,
+            read_roots: Some(read_roots),
             site_packages: false,
             progress: None,
         })
@@ -230,10 +248,30 @@ impl Runner {
         self
     }
 
-    /// Uses this interpreter (Python) or compiler (Rust) instead of the one on `PATH`.
+    /// Uses this interpreter (Python) or compiler (Rust) instead of the one on `PATH`; its
+    /// installation (the folder above its `bin/`) becomes readable in the sandbox.
     #[must_use]
     pub fn with_tool(mut self, path: impl Into<PathBuf>) -> Self {
         self.tool = path.into();
+        if let Some(roots) = &mut self.read_roots {
+            roots.push(self.tool.clone());
+            if let Some(prefix) = self.tool.parent().and_then(Path::parent) {
+                roots.push(prefix.to_owned());
+            }
+        }
+        let roots = self.read_roots.clone();
+        self.with_read_paths(roots)
+    }
+
+    /// Paths the samples (and the compiler) may read and execute beneath, besides their own
+    /// directory; `None` leaves reads unconfined (writes stay confined). Default: `/usr`,
+    /// `/lib*`, `/bin`, `/sbin`, `/proc`, the dynamic loader's files in `/etc`, and the
+    /// interpreter's or toolchain's installation. Needs Landlock; without it reads are open.
+    #[must_use]
+    pub fn with_read_paths(mut self, roots: Option<Vec<PathBuf>>) -> Self {
+        self.read_roots = roots.clone();
+        self.sandbox = self.sandbox.with_read_paths(roots.clone());
+        self.compile_sandbox = self.compile_sandbox.with_read_paths(roots);
         self
     }
 
@@ -433,7 +471,7 @@ pub fn summarize(
     })
 }
 
-fn resolve(program: &str, args: &[&str]) -> Result<PathBuf> {
+fn resolve(program: &str, args: &[&str]) -> Result<String> {
     let out = std::process::Command::new(program)
         .args(args)
         .output()
@@ -446,5 +484,21 @@ fn resolve(program: &str, args: &[&str]) -> Result<PathBuf> {
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    Ok(PathBuf::from(text))
+    Ok(text)
 }
+
+/// Read roots every runner gets (missing ones are skipped).
+const SYSTEM_READ_ROOTS: [&str; 12] = [
+    "/usr",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/bin",
+    "/sbin",
+    "/proc",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/localtime",
+];

@@ -16,7 +16,10 @@ use std::path::{Path, PathBuf};
 
 use super::child::{LandlockPlan, SYS_LANDLOCK_CREATE_RULESET};
 
+const FS_EXECUTE: u64 = 1 << 0;
 const FS_WRITE_FILE: u64 = 1 << 1;
+const FS_READ_FILE: u64 = 1 << 2;
+const FS_READ_DIR: u64 = 1 << 3;
 const FS_REMOVE_DIR: u64 = 1 << 4;
 const FS_REMOVE_FILE: u64 = 1 << 5;
 const FS_MAKE_CHAR: u64 = 1 << 6;
@@ -69,9 +72,20 @@ fn fs_write_rights(abi: u32) -> u64 {
     r
 }
 
-/// The ruleset for a sample whose only writable place is `workdir`.
-pub(crate) fn landlock_plan(abi: u32, workdir: &Path) -> Option<LandlockPlan> {
-    let fs = fs_write_rights(abi);
+/// The ruleset for a sample whose only writable place is `workdir`; with `read_roots`, reads
+/// and execution are also confined to them (plus `workdir` and a few devices).
+pub(crate) fn landlock_plan(
+    abi: u32,
+    workdir: &Path,
+    read_roots: Option<&[PathBuf]>,
+) -> Option<LandlockPlan> {
+    let write = fs_write_rights(abi);
+    let read = if read_roots.is_some() {
+        FS_EXECUTE | FS_READ_FILE | FS_READ_DIR
+    } else {
+        0
+    };
+    let fs = write | read;
     let (net, scoped) = (
         if abi >= 4 {
             NET_BIND_TCP | NET_CONNECT_TCP
@@ -90,12 +104,33 @@ pub(crate) fn landlock_plan(abi: u32, workdir: &Path) -> Option<LandlockPlan> {
         4 | 5 => 16,
         _ => 24,
     };
-    let dir = CString::new(workdir.as_os_str().as_encoded_bytes()).ok()?;
-    let dev_null = FS_WRITE_FILE | if abi >= 3 { FS_TRUNCATE } else { 0 };
+    let cpath = |p: &Path| CString::new(p.as_os_str().as_encoded_bytes()).ok();
+    let trunc = if abi >= 3 { FS_TRUNCATE } else { 0 };
+    let file_read = read & (FS_READ_FILE | FS_EXECUTE);
+    let mut rules = vec![
+        (cpath(workdir)?, fs),
+        (
+            c"/dev/null".to_owned(),
+            FS_WRITE_FILE | trunc | (read & FS_READ_FILE),
+        ),
+    ];
+    if let Some(roots) = read_roots {
+        for dev in ["/dev/zero", "/dev/urandom", "/dev/random"] {
+            rules.push((CString::new(dev).ok()?, FS_READ_FILE));
+        }
+        for root in roots {
+            // Directory rights on a file are refused by the kernel: decide here.
+            let Ok(meta) = std::fs::metadata(root) else {
+                continue;
+            };
+            let rights = if meta.is_dir() { read } else { file_read };
+            rules.push((cpath(root)?, rights));
+        }
+    }
     Some(LandlockPlan {
         attr: [fs, net, scoped],
         attr_size,
-        rules: vec![(dir, fs), (c"/dev/null".to_owned(), dev_null)],
+        rules,
     })
 }
 
@@ -273,10 +308,18 @@ mod tests {
     #[test]
     fn landlock_attr_size_follows_abi() {
         let dir = Path::new("/tmp");
-        assert!(landlock_plan(0, dir).is_none());
-        assert_eq!(landlock_plan(1, dir).map(|p| p.attr_size), Some(8));
-        assert_eq!(landlock_plan(4, dir).map(|p| p.attr_size), Some(16));
-        let p = landlock_plan(7, dir).expect("abi 7");
+        assert!(landlock_plan(0, dir, None).is_none());
+        assert_eq!(landlock_plan(1, dir, None).map(|p| p.attr_size), Some(8));
+        assert_eq!(landlock_plan(4, dir, None).map(|p| p.attr_size), Some(16));
+        let roots = [PathBuf::from("/usr"), PathBuf::from("/bin/sh")];
+        let r = landlock_plan(7, dir, Some(&roots)).expect("abi 7");
+        assert_eq!(r.attr[0] & FS_READ_DIR, FS_READ_DIR);
+        for (path, rights) in &r.rules {
+            if path.as_bytes() == b"/bin/sh" {
+                assert_eq!(*rights & FS_READ_DIR, 0, "directory right on a file");
+            }
+        }
+        let p = landlock_plan(7, dir, None).expect("abi 7");
         assert_eq!(p.attr_size, 24);
         assert_eq!(p.attr[1], NET_BIND_TCP | NET_CONNECT_TCP);
         assert_eq!(p.rules[0].1, p.attr[0]);

@@ -348,6 +348,7 @@ pub struct Sandbox {
     output_limit: usize,
     env: Vec<(String, String)>,
     isolation: Option<Isolation>,
+    read_roots: Option<Vec<PathBuf>>,
 }
 
 impl Default for Sandbox {
@@ -370,6 +371,7 @@ impl Sandbox {
             output_limit: 64 << 10,
             env: Vec::new(),
             isolation: None,
+            read_roots: None,
         }
     }
 
@@ -428,6 +430,15 @@ impl Sandbox {
     #[must_use]
     pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// With Landlock: the sample may read and execute only beneath these paths (files or
+    /// directories), its own directory and `/dev/{null,zero,urandom,random}`. `None` (the
+    /// default): reads are not confined, only writes.
+    #[must_use]
+    pub fn with_read_paths(mut self, roots: Option<Vec<PathBuf>>) -> Self {
+        self.read_roots = roots;
         self
     }
 
@@ -535,7 +546,7 @@ impl Sandbox {
             landlock: iso
                 .filesystem
                 .landlock
-                .and_then(|abi| confine::landlock_plan(abi, dir)),
+                .and_then(|abi| confine::landlock_plan(abi, dir, self.read_roots.as_deref())),
             seccomp: if iso.network == NetworkIsolation::Seccomp {
                 confine::socket_filter()
             } else {
