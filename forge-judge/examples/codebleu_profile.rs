@@ -1,6 +1,8 @@
 //! Scores the committed CodeBLEU corpus many times on one thread (a target for `perf record`).
 //!
-//! `cargo run --release -p forge-judge --example codebleu_profile [rounds]`
+//! `cargo run --release -p forge-judge --example codebleu_profile [rounds] [batch]`
+//! (`batch`: through `score_batch`, references analysed once per call; run with
+//! `RAYON_NUM_THREADS=1` for one thread).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -17,9 +19,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect::<Result<_, _>>()?;
     let py = CodeBleu::new(Lang::Python).with_compat(true);
     let rs = CodeBleu::new(Lang::Rust).with_compat(true);
+    let batch = std::env::args().nth(2).as_deref() == Some("batch");
     let t = Instant::now();
     let mut sum = 0.0;
-    for _ in 0..rounds {
+    if batch {
+        for (lang, scorer) in [("python", &py), ("rust", &rs)] {
+            let pairs: Vec<(&str, &str)> = (0..rounds)
+                .flat_map(|_| rows.iter())
+                .filter(|r| r["lang"] == lang)
+                .map(|r| {
+                    (
+                        r["reference"].as_str().unwrap_or_default(),
+                        r["candidate"].as_str().unwrap_or_default(),
+                    )
+                })
+                .collect();
+            sum += scorer
+                .score_batch(&pairs)
+                .iter()
+                .map(|s| s.codebleu)
+                .sum::<f64>();
+        }
+    }
+    for _ in 0..if batch { 0 } else { rounds } {
         for r in &rows {
             let s = if r["lang"] == "python" { &py } else { &rs };
             sum += s

@@ -7,48 +7,107 @@ use rustc_hash::FxHashMap;
 
 const EPSILON: f64 = 0.1;
 
-/// An n-gram of order 1 to 4, unused slots empty.
-type Gram<'a> = [&'a str; 4];
-
-/// One side's token counts for orders 1 to 4, built once and reused for every pair the side
-/// takes part in.
+/// The reference side, built once per reference: its vocabulary (ids in order of first
+/// occurrence, which is Python's `Counter` order and fixes the order of the weighted sums),
+/// unigram counts by id, and bigram to 4-gram counts keyed by packed ids.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct NGrams<'a> {
+pub(crate) struct RefGrams<'a> {
     len: usize,
-    counts: [FxHashMap<Gram<'a>, u32>; 4],
-    /// Distinct unigrams in order of first occurrence (Python's `Counter` order, which fixes
-    /// the order of the weighted sums).
-    unigrams: Vec<&'a str>,
+    vocab: FxHashMap<&'a str, u32>,
+    words: Vec<&'a str>,
+    unigrams: Vec<u32>,
+    grams: [FxHashMap<u128, u32>; 3],
 }
 
-impl<'a> NGrams<'a> {
+fn pack(ids: &[u32]) -> u128 {
+    ids.iter()
+        .enumerate()
+        .fold(0u128, |k, (i, &id)| k | (u128::from(id) << (32 * i)))
+}
+
+impl<'a> RefGrams<'a> {
     pub(crate) fn new(tokens: &[&'a str]) -> Self {
-        let mut out = NGrams {
+        let mut out = RefGrams {
             len: tokens.len(),
             ..Default::default()
         };
-        for (i, map) in out.counts.iter_mut().enumerate() {
-            let n = i + 1;
-            if tokens.len() < n {
-                continue;
-            }
-            map.reserve(tokens.len() + 1 - n);
-            for w in tokens.windows(n) {
-                let mut g: Gram<'a> = [""; 4];
-                g[..n].copy_from_slice(w);
-                let c = map.entry(g).or_insert(0);
-                if *c == 0 && n == 1 {
-                    out.unigrams.push(w[0]);
+        let ids: Vec<u32> = tokens
+            .iter()
+            .map(|&t| {
+                let next = out.words.len() as u32;
+                let id = *out.vocab.entry(t).or_insert(next);
+                if id == next {
+                    out.words.push(t);
+                    out.unigrams.push(0);
                 }
-                *c += 1;
+                out.unigrams[id as usize] += 1;
+                id
+            })
+            .collect();
+        for (i, map) in out.grams.iter_mut().enumerate() {
+            let n = i + 2;
+            for w in ids.windows(n) {
+                *map.entry(pack(w)).or_insert(0) += 1;
             }
         }
         out
     }
+}
 
-    fn get(&self, n: usize, g: &Gram<'a>) -> u32 {
-        self.counts[n - 1].get(g).copied().unwrap_or(0)
+/// What a hypothesis shares with a reference: for each order, `Σ min(count_ref, count_hyp)`
+/// over the n-grams both contain (the clipped count of either direction), and the
+/// hypothesis's unigram counts by reference id.
+pub(crate) struct Overlap {
+    hyp_len: usize,
+    matched: [u64; 4],
+    unigrams: Vec<u32>,
+}
+
+/// Counts `hyp`'s n-grams against `reference`. A token the reference lacks breaks every
+/// n-gram through it (none can match).
+pub(crate) fn overlap(reference: &RefGrams<'_>, hyp: &[&str]) -> Overlap {
+    const UNKNOWN: u32 = u32::MAX;
+    let ids: Vec<u32> = hyp
+        .iter()
+        .map(|t| reference.vocab.get(t).copied().unwrap_or(UNKNOWN))
+        .collect();
+    let mut unigrams = vec![0u32; reference.words.len()];
+    for &id in &ids {
+        if id != UNKNOWN {
+            unigrams[id as usize] += 1;
+        }
     }
+    let mut matched = [0u64; 4];
+    matched[0] = unigrams
+        .iter()
+        .zip(&reference.unigrams)
+        .map(|(&h, &r)| u64::from(h.min(r)))
+        .sum();
+    let mut counts: FxHashMap<u128, u32> = FxHashMap::default();
+    for (i, slot) in matched.iter_mut().enumerate().skip(1) {
+        let n = i + 1;
+        counts.clear();
+        for w in ids.windows(n) {
+            if !w.contains(&UNKNOWN) {
+                *counts.entry(pack(w)).or_insert(0) += 1;
+            }
+        }
+        let rmap = &reference.grams[i - 1];
+        *slot = counts
+            .iter()
+            .map(|(k, &h)| u64::from(h.min(rmap.get(k).copied().unwrap_or(0))))
+            .sum();
+    }
+    Overlap {
+        hyp_len: hyp.len(),
+        matched,
+        unigrams,
+    }
+}
+
+/// Number of n-grams of order `n` in `len` tokens.
+fn grams_in(len: usize, n: usize) -> u64 {
+    (len + 1).saturating_sub(n) as u64
 }
 
 fn brevity_penalty(closest_ref_len: usize, hyp_len: usize) -> f64 {
@@ -77,59 +136,47 @@ fn combine(p: &[(f64, f64); 4], ref_len: usize, hyp_len: usize) -> f64 {
     bp * s.exp()
 }
 
-/// Sentence BLEU-4 of `hyp` against one reference (modified precision, smoothing method 1).
-pub(crate) fn bleu(reference: &NGrams<'_>, hyp: &NGrams<'_>) -> f64 {
+/// Sentence BLEU-4 of the hypothesis against one reference (modified precision: clipped
+/// matches over the hypothesis's n-grams, smoothing method 1).
+pub(crate) fn bleu(reference: &RefGrams<'_>, o: &Overlap) -> f64 {
     let mut p = [(0.0, 0.0); 4];
     for (i, slot) in p.iter_mut().enumerate() {
-        let n = i + 1;
-        let mut numerator = 0u64;
-        let mut total = 0u64;
-        for (g, &c) in &hyp.counts[i] {
-            numerator += u64::from(c.min(reference.get(n, g)));
-            total += u64::from(c);
-        }
-        *slot = (numerator as f64, total.max(1) as f64);
+        let total = grams_in(o.hyp_len, i + 1);
+        *slot = (o.matched[i] as f64, total.max(1) as f64);
     }
-    combine(&p, reference.len, hyp.len)
+    combine(&p, reference.len, o.hyp_len)
 }
 
 /// Keyword-weighted n-gram match: a recall over the reference's n-grams where, for unigrams,
 /// a keyword weighs 1 and any other token `other_weight` (0.2 in the paper). The unigram sums
 /// run in the reference's first-occurrence order, as codebleu's do.
 pub(crate) fn weighted_ngram_match(
-    reference: &NGrams<'_>,
-    hyp: &NGrams<'_>,
+    reference: &RefGrams<'_>,
+    o: &Overlap,
     is_keyword: &dyn Fn(&str) -> bool,
     other_weight: f64,
     compat: bool,
 ) -> f64 {
     let mut p = [(0.0, 0.0); 4];
-    for (i, slot) in p.iter_mut().enumerate() {
-        let n = i + 1;
-        if n == 1 {
-            let mut num = 0.0;
-            let mut den = 0.0;
-            for &t in &reference.unigrams {
-                let g = [t, "", "", ""];
-                let c = reference.get(1, &g);
-                let w = if is_keyword(t) { 1.0 } else { other_weight };
-                num += f64::from(c.min(hyp.get(1, &g))) * w;
-                den += f64::from(c) * w;
-            }
-            *slot = (num, f64::max(den, 1.0));
-        } else {
-            let mut num = 0u64;
-            let mut den = 0u64;
-            for (g, &c) in &reference.counts[i] {
-                num += u64::from(c.min(hyp.get(n, g)));
-                den += u64::from(c);
-            }
-            *slot = (num as f64, den.max(1) as f64);
-        }
+    let (mut num, mut den) = (0.0, 0.0);
+    for ((&t, &c), &h) in reference
+        .words
+        .iter()
+        .zip(&reference.unigrams)
+        .zip(&o.unigrams)
+    {
+        let w = if is_keyword(t) { 1.0 } else { other_weight };
+        num += f64::from(c.min(h)) * w;
+        den += f64::from(c) * w;
+    }
+    p[0] = (num, f64::max(den, 1.0));
+    for (i, slot) in p.iter_mut().enumerate().skip(1) {
+        let total = grams_in(reference.len, i + 1);
+        *slot = (o.matched[i] as f64, total.max(1) as f64);
     }
     // codebleu's `closest_ref_length` sees the (tokens, weights) pair, whose length is 2.
     let ref_len = if compat { 2 } else { reference.len };
-    combine(&p, ref_len, hyp.len)
+    combine(&p, ref_len, o.hyp_len)
 }
 
 #[cfg(test)]
@@ -141,6 +188,7 @@ mod tests {
         let h: Vec<&str> = "It is a guide to action which ensures that the military always obeys the commands of the party".split(' ').collect();
         let r: Vec<&str> = "It is a guide to action that ensures that the military will forever heed Party commands".split(' ').collect();
         // NLTK: sentence_bleu([reference1], hypothesis1) == 0.4118...
-        assert!((bleu(&NGrams::new(&r), &NGrams::new(&h)) - 0.4118).abs() < 1e-4);
+        let r = RefGrams::new(&r);
+        assert!((bleu(&r, &overlap(&r, &h)) - 0.4118).abs() < 1e-4);
     }
 }

@@ -163,22 +163,33 @@ impl CodeBleu {
         self.lang
     }
 
-    /// One snippet's tokens, n-gram counts, subtrees and dataflow edges.
-    fn prepare<'a>(&self, text: &'a str) -> Prepared<'a> {
+    /// One snippet's tokens, subtrees and dataflow edges, and its n-gram counts when it is
+    /// a reference.
+    fn prepare<'a>(&self, text: &'a str, reference: bool) -> Prepared<'a> {
         let text = py_strip(text);
-        let ngrams = bleu::NGrams::new(&py_split(text));
+        let tokens = py_split(text);
+        let ngrams = if reference {
+            bleu::RefGrams::new(&tokens)
+        } else {
+            bleu::RefGrams::default()
+        };
         let code = match self.lang {
             Lang::Python => strip::strip_python(text),
             Lang::Rust => strip::strip_c_like(text),
         };
         let g = grammar::Grammar::new(self.lang, self.compat);
         let Some(tree) = g.parse(&code) else {
-            return Prepared { ngrams, tree: None };
+            return Prepared {
+                tokens,
+                ngrams,
+                tree: None,
+            };
         };
         let subtrees = syntax::subtree_counts(&g, tree.root_node());
         let kind = |n: &tree_sitter::Node<'_>| g.kind(n);
         let dataflow = dataflow::normalized_dataflow(self.lang, &code, tree.root_node(), &kind);
         Prepared {
+            tokens,
             ngrams,
             tree: Some((subtrees, dataflow)),
         }
@@ -187,14 +198,18 @@ impl CodeBleu {
     /// Score one candidate against one reference.
     #[must_use]
     pub fn score(&self, reference: &str, candidate: &str) -> CodeBleuScore {
-        self.combine(&self.prepare(reference), &self.prepare(candidate))
+        self.combine(
+            &self.prepare(reference, true),
+            &self.prepare(candidate, false),
+        )
     }
 
     fn combine(&self, reference: &Prepared<'_>, candidate: &Prepared<'_>) -> CodeBleuScore {
-        let ngram = bleu::bleu(&reference.ngrams, &candidate.ngrams);
+        let overlap = bleu::overlap(&reference.ngrams, &candidate.tokens);
+        let ngram = bleu::bleu(&reference.ngrams, &overlap);
         let weighted = bleu::weighted_ngram_match(
             &reference.ngrams,
-            &candidate.ngrams,
+            &overlap,
             &|t| grammar::is_keyword(self.lang, t),
             self.keyword_weight,
             self.compat,
@@ -266,11 +281,11 @@ impl CodeBleu {
                 })
             })
             .collect();
-        let refs: Vec<Prepared<'_>> = distinct.par_iter().map(|r| self.prepare(r)).collect();
+        let refs: Vec<Prepared<'_>> = distinct.par_iter().map(|r| self.prepare(r, true)).collect();
         pairs
             .par_iter()
             .zip(ref_of)
-            .map(|((_, c), r)| self.combine(&refs[r], &self.prepare(c.as_ref())))
+            .map(|((_, c), r)| self.combine(&refs[r], &self.prepare(c.as_ref(), false)))
             .collect()
     }
 
@@ -282,17 +297,19 @@ impl CodeBleu {
         reference: &str,
         candidates: &[C],
     ) -> Vec<CodeBleuScore> {
-        let r = self.prepare(reference);
+        let r = self.prepare(reference, true);
         candidates
             .par_iter()
-            .map(|c| self.combine(&r, &self.prepare(c.as_ref())))
+            .map(|c| self.combine(&r, &self.prepare(c.as_ref(), false)))
             .collect()
     }
 }
 
 /// One snippet analysed for every component.
 struct Prepared<'a> {
-    ngrams: bleu::NGrams<'a>,
+    tokens: Vec<&'a str>,
+    /// Used when the snippet is the reference.
+    ngrams: bleu::RefGrams<'a>,
     /// Subtrees and normalised dataflow; `None` when tree-sitter returned no tree.
     tree: Option<(syntax::Subtrees, Vec<dataflow::NormEdge>)>,
 }
