@@ -45,8 +45,10 @@ struct Ctx<'s> {
 }
 
 fn children<'t>(node: &Node<'t>) -> Vec<Node<'t>> {
+    let mut out = Vec::with_capacity(node.child_count());
     let mut c = node.walk();
-    node.children(&mut c).collect()
+    out.extend(node.children(&mut c));
+    out
 }
 
 fn is_token_leaf(ctx: &Ctx<'_>, node: &Node<'_>) -> bool {
@@ -59,7 +61,8 @@ fn token_index(ctx: &Ctx<'_>, node: &Node<'_>, out: &mut Vec<(Point, Point)>) {
     if is_token_leaf(ctx, node) {
         out.push((node.start_position(), node.end_position()));
     } else {
-        for c in children(node) {
+        let mut cursor = node.walk();
+        for c in node.children(&mut cursor) {
             token_index(ctx, &c, out);
         }
     }
@@ -78,7 +81,8 @@ fn variable_index(
             out.push(key);
         }
     } else {
-        for c in children(node) {
+        let mut cursor = node.walk();
+        for c in node.children(&mut cursor) {
             variable_index(ctx, Some(&c), out)?;
         }
     }
@@ -176,11 +180,11 @@ fn leaf(ctx: &Ctx<'_>, node: &Node<'_>, mut states: States) -> Res {
     let (idx, code) = ctx
         .index
         .get(&(node.start_position(), node.end_position()))
-        .ok_or(Abort)?
-        .clone();
+        .ok_or(Abort)?;
     if (ctx.kind)(node) == code {
         return Ok((vec![], states));
     }
+    let (idx, code) = (*idx, code.clone());
     if let Some(prev) = states.get(&code) {
         let idxs = prev.clone();
         return Ok((
