@@ -105,6 +105,10 @@ fn python_wrong_completions_fail_and_pass_at_k_counts_them() {
     assert_eq!(s.pass_at_k["pass@2"], 1.0);
     assert_eq!(s.skipped_k, vec![10]);
     assert!(s.per_task.iter().all(|t| t.n == 2 && t.c == 1));
+    assert_eq!(
+        s.reads_confined,
+        forge_judge::isolation().filesystem.landlock.is_some()
+    );
 }
 
 #[test]

@@ -90,6 +90,8 @@ pub struct Summary {
     pub per_task: Vec<TaskCount>,
     /// The isolation the sandbox used.
     pub isolation: Isolation,
+    /// Reads and execution were confined to the runner's read paths (Landlock).
+    pub reads_confined: bool,
 }
 
 /// Results of [`Runner::evaluate`].
@@ -419,6 +421,8 @@ impl Runner {
         let results = results.into_iter().collect::<Result<Vec<_>>>()?;
         let mut summary = summarize(self.lang, problems, &results, ks)?;
         summary.isolation = self.sandbox.effective_isolation().clone();
+        summary.reads_confined =
+            self.read_roots.is_some() && summary.isolation.filesystem.landlock.is_some();
         Ok(Evaluation { results, summary })
     }
 }
@@ -468,6 +472,7 @@ pub fn summarize(
         skipped_k: skipped,
         per_task,
         isolation: isolation().clone(),
+        reads_confined: false,
     })
 }
 

@@ -86,7 +86,15 @@ pub(crate) fn run(args: PasskArgs) -> anyhow::Result<()> {
             s.passed,
             out.display()
         );
-        println!("sandbox: {}", s.isolation);
+        println!(
+            "sandbox: {}; reads: {}",
+            s.isolation,
+            if s.reads_confined {
+                "confined"
+            } else {
+                "NOT confined"
+            }
+        );
     }
     Ok(())
 }
