@@ -626,9 +626,13 @@ impl Sandbox {
             if let Some(t) = killed_at
                 && now.duration_since(t) > Duration::from_secs(5)
             {
-                // The middle process did not report: take it down too.
-                // SAFETY: signalling our own child's process group.
-                unsafe { libc::kill(-mid, libc::SIGKILL) };
+                // The middle process did not report: take it down too (its group holds
+                // init when there is no PID namespace to end).
+                // SAFETY: signalling our own child and its process group.
+                unsafe {
+                    libc::kill(mid, libc::SIGKILL);
+                    libc::kill(-mid, libc::SIGKILL);
+                }
             }
             let wait = if timed_out {
                 Duration::from_millis(50)
