@@ -3,6 +3,7 @@
 
 pub mod demo;
 mod error;
+pub mod export;
 
 pub use error::{Error, Result};
 

@@ -1,6 +1,7 @@
 //! The `forge` command line. It parses arguments and calls forge-core; nothing
 //! else lives here. One module per subcommand.
 
+mod export;
 mod eval;
 mod generate;
 mod gguf;
@@ -34,6 +35,8 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Mine a repository into semantic units and training datasets
     Mine(mine::MineArgs),
+    /// Export a model (with adapters fused, or an adapter alone) to GGUF for llama.cpp and Ollama
+    Export(export::ExportArgs),
     /// Evaluate models: CodeBLEU, perplexity, repository reconstruction, pass@k, report + gate
     Eval {
         #[command(subcommand)]
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
             .map_err(Into::into),
         Command::Generate(args) => generate::run(args).map_err(Into::into),
         Command::Mine(args) => mine::run(args).map_err(Into::into),
+        Command::Export(args) => export::run(args).map_err(Into::into),
         Command::Eval { command } => eval::run(command),
         Command::Gguf { command } => gguf::run(command).map_err(Into::into),
     };
