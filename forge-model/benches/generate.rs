@@ -153,7 +153,11 @@ fn cpu_generate(model: &mut CpuModel, ids: &[u32]) -> Duration {
     let mut stream = model.generate_ids(ids, &options).expect("stream");
     stream.next().expect("first").expect("token");
     let t0 = Instant::now();
-    let n = stream.map(|t| t.expect("token")).count();
+    let mut n = 0;
+    for t in stream {
+        t.expect("token");
+        n += 1;
+    }
     assert_eq!(n, GEN_TOKENS);
     t0.elapsed()
 }
