@@ -8,6 +8,8 @@
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet};
 
+use std::rc::Rc;
+
 use tree_sitter::{Node, Point};
 
 use super::Lang;
@@ -21,10 +23,10 @@ pub(crate) enum Rel {
 
 #[derive(Clone, Debug)]
 struct Edge {
-    code: String,
+    code: Rc<str>,
     idx: usize,
     rel: Rel,
-    names: Vec<String>,
+    names: Vec<Rc<str>>,
     idxs: Vec<usize>,
 }
 
@@ -35,12 +37,12 @@ pub(crate) type NormEdge = (usize, Rel, Vec<usize>);
 /// an empty dataflow for the whole snippet.
 struct Abort;
 
-type States = HashMap<String, Vec<usize>>;
+type States = HashMap<Rc<str>, Vec<usize>>;
 type Res = Result<(Vec<Edge>, States), Abort>;
 
 struct Ctx<'s> {
     lang: Lang,
-    index: HashMap<(Point, Point), (usize, String)>,
+    index: HashMap<(Point, Point), (usize, Rc<str>)>,
     kind: &'s dyn Fn(&Node<'_>) -> &'static str,
 }
 
@@ -77,7 +79,7 @@ fn variable_index(
     if is_token_leaf(ctx, node) {
         let key = (node.start_position(), node.end_position());
         let (_, code) = ctx.index.get(&key).ok_or(Abort)?;
-        if (ctx.kind)(node) != code {
+        if (ctx.kind)(node) != &**code {
             out.push(key);
         }
     } else {
@@ -126,9 +128,9 @@ fn sort_by_idx(mut dfg: Vec<Edge>) -> Vec<Edge> {
 /// The `dic` merge of the loop rules: one edge per (code, idx, relation), names merged through
 /// a Python set, indices sorted.
 fn merge_loop(dfg: Vec<Edge>) -> Vec<Edge> {
-    let mut order: Vec<(String, usize, Rel)> = Vec::new();
-    type Key = (String, usize, Rel);
-    let mut map: HashMap<Key, (Vec<String>, Vec<usize>)> = HashMap::default();
+    let mut order: Vec<(Rc<str>, usize, Rel)> = Vec::new();
+    type Key = (Rc<str>, usize, Rel);
+    let mut map: HashMap<Key, (Vec<Rc<str>>, Vec<usize>)> = HashMap::default();
     for e in dfg {
         let key = (e.code.clone(), e.idx, e.rel);
         match map.get_mut(&key) {
@@ -181,7 +183,7 @@ fn leaf(ctx: &Ctx<'_>, node: &Node<'_>, mut states: States) -> Res {
         .index
         .get(&(node.start_position(), node.end_position()))
         .ok_or(Abort)?;
-    if (ctx.kind)(node) == code {
+    if (ctx.kind)(node) == &**code {
         return Ok((vec![], states));
     }
     let (idx, code) = (*idx, code.clone());
@@ -213,7 +215,7 @@ fn leaf(ctx: &Ctx<'_>, node: &Node<'_>, mut states: States) -> Res {
     ))
 }
 
-fn vars(ctx: &Ctx<'_>, node: Option<&Node<'_>>) -> Result<Vec<(usize, String)>, Abort> {
+fn vars(ctx: &Ctx<'_>, node: Option<&Node<'_>>) -> Result<Vec<(usize, Rc<str>)>, Abort> {
     let mut keys = Vec::new();
     variable_index(ctx, node, &mut keys)?;
     keys.iter()
@@ -569,7 +571,7 @@ pub(crate) fn normalized_dataflow(
     let lines: Vec<&str> = code.split('\n').collect();
     for (i, k) in keys.iter().enumerate() {
         let text = index_to_code_token(&lines, *k);
-        ctx.index.insert(*k, (i, text));
+        ctx.index.insert(*k, (i, text.into()));
     }
     let result = match ctx.lang {
         Lang::Python => python(&ctx, Some(&root), States::default()),
@@ -605,7 +607,7 @@ pub(crate) fn normalized_dataflow(
         }
     }
     // normalize_dataflow
-    let mut var: HashMap<String, usize> = HashMap::default();
+    let mut var: HashMap<Rc<str>, usize> = HashMap::default();
     let mut out = Vec::with_capacity(order.len());
     for i in order {
         let Some(e) = by_idx.remove(&i) else { continue };

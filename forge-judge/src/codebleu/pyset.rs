@@ -99,12 +99,12 @@ fn insert_clean(table: &mut [Option<(i64, usize)>], mask: usize, hash: i64, item
 }
 
 /// `list(set(items))` for strings, in CPython's order.
-pub(crate) fn list_set(items: &[String]) -> Vec<String> {
+pub(crate) fn list_set<S: AsRef<str> + Clone>(items: &[S]) -> Vec<S> {
     let mut table: Vec<Option<(i64, usize)>> = vec![None; 8];
     let mut mask = 7usize;
     let mut used = 0usize;
     for (idx, s) in items.iter().enumerate() {
-        let hash = py_str_hash(s);
+        let hash = py_str_hash(s.as_ref());
         // set_add_entry: probe for an equal key or a free slot (no deletions, so no dummies).
         let mut perturb = hash as u64;
         let mut i = (hash as u64 as usize) & mask;
@@ -117,7 +117,7 @@ pub(crate) fn list_set(items: &[String]) -> Vec<String> {
             for j in 0..=probes {
                 match table[i + j] {
                     None => break 'probe Some(i + j),
-                    Some((h, k)) if h == hash && items[k] == *s => break 'probe None,
+                    Some((h, k)) if h == hash && items[k].as_ref() == s.as_ref() => break 'probe None,
                     Some(_) => {}
                 }
             }
