@@ -4,6 +4,7 @@
 pub mod demo;
 mod error;
 pub mod export;
+pub mod train;
 
 pub use error::{Error, Result};
 

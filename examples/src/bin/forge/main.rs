@@ -6,6 +6,7 @@ mod eval;
 mod generate;
 mod gguf;
 mod mine;
+mod train;
 
 use std::process::ExitCode;
 
@@ -37,6 +38,8 @@ enum Command {
     Mine(mine::MineArgs),
     /// Export a model (with adapters fused, or an adapter alone) to GGUF for llama.cpp and Ollama
     Export(export::ExportArgs),
+    /// Fine-tune adapters (LoRA, PiSSA, DoRA, CLoQ, ...) from a TOML run file
+    Train(train::TrainArgs),
     /// Evaluate models: CodeBLEU, perplexity, repository reconstruction, pass@k, report + gate
     Eval {
         #[command(subcommand)]
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args).map_err(Into::into),
         Command::Mine(args) => mine::run(args).map_err(Into::into),
         Command::Export(args) => export::run(args).map_err(Into::into),
+        Command::Train(args) => train::run(args).map_err(Into::into),
         Command::Eval { command } => eval::run(command),
         Command::Gguf { command } => gguf::run(command).map_err(Into::into),
     };
