@@ -142,13 +142,17 @@ fn argmax(p: &[f64]) -> usize {
         .unwrap_or(0)
 }
 
-/// KL(p ‖ q) in nats; llama.cpp probabilities below 1e-12 count as 1e-12.
+/// KL(p ‖ q) in nats, both renormalized to sum to 1 (llama.cpp's f32
+/// probabilities sum to 1 only within ~1e-4, which would bias the KL by as
+/// much); llama.cpp probabilities below 1e-12 count as 1e-12.
 fn kl(p: &[f64], q: &[f64]) -> f64 {
+    let (sp, sq) = (p.iter().sum::<f64>(), q.iter().sum::<f64>());
     p.iter()
         .zip(q)
         .filter(|(a, _)| **a > 0.0)
-        .map(|(a, b)| a * (a / b.max(1e-12)).ln())
-        .sum()
+        .map(|(a, b)| (a / sp) * ((a / sp) / (b / sq).max(1e-12)).ln())
+        .sum::<f64>()
+        .max(0.0)
 }
 
 struct Agreement {
@@ -394,7 +398,7 @@ fn write_random_peft_adapter(model: &Model, dir: &Path) {
         }
     }
     let mut head = serde_json::to_vec(&Json::Object(header)).expect("header");
-    while head.len() % 8 != 0 {
+    while !head.len().is_multiple_of(8) {
         head.push(b' ');
     }
     let mut bytes = (head.len() as u64).to_le_bytes().to_vec();
