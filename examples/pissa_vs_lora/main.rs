@@ -154,14 +154,28 @@ fn trailing_mean(v: &[f32], i: usize, k: usize) -> f32 {
 fn write_results(a: &Args, curves: &[Curve]) -> Result<()> {
     let steps = curves[0].losses.len();
     let mut md = String::new();
-    writeln!(md, "| step | {} |", curves.iter().map(|c| c.name).collect::<Vec<_>>().join(" | "))?;
+    writeln!(
+        md,
+        "| step | {} |",
+        curves
+            .iter()
+            .map(|c| c.name)
+            .collect::<Vec<_>>()
+            .join(" | ")
+    )?;
     writeln!(md, "|---|{}", "---|".repeat(curves.len()))?;
     for s in 0..steps {
-        let row: Vec<String> = curves.iter().map(|c| format!("{:.4}", c.losses[s])).collect();
+        let row: Vec<String> = curves
+            .iter()
+            .map(|c| format!("{:.4}", c.losses[s]))
+            .collect();
         writeln!(md, "| {} | {} |", s + 1, row.join(" | "))?;
     }
     writeln!(md)?;
-    writeln!(md, "| method | mean loss, last 5 steps | init (s) | training (s) |")?;
+    writeln!(
+        md,
+        "| method | mean loss, last 5 steps | init (s) | training (s) |"
+    )?;
     writeln!(md, "|---|---|---|---|")?;
     for c in curves {
         writeln!(
@@ -188,7 +202,9 @@ fn write_results(a: &Args, curves: &[Curve]) -> Result<()> {
                     "{p} reaches {l}'s final loss ({target:.4}, 5-step mean) at step {} of {steps}",
                     i + 1
                 ),
-                None => format!("{p} does not reach {l}'s final loss ({target:.4}) within {steps} steps"),
+                None => format!(
+                    "{p} does not reach {l}'s final loss ({target:.4}) within {steps} steps"
+                ),
             });
         }
     }
@@ -207,9 +223,15 @@ fn write_results(a: &Args, curves: &[Curve]) -> Result<()> {
         })).collect::<Vec<_>>(),
         "verdicts": verdicts,
     });
-    std::fs::write(a.out.join("results.json"), serde_json::to_vec_pretty(&json)?)?;
+    std::fs::write(
+        a.out.join("results.json"),
+        serde_json::to_vec_pretty(&json)?,
+    )?;
     println!("{md}");
-    eprintln!("written: {}/curves.md, curves.svg, results.json", a.out.display());
+    eprintln!(
+        "written: {}/curves.md, curves.svg, results.json",
+        a.out.display()
+    );
     Ok(())
 }
 
@@ -256,7 +278,12 @@ fn svg(curves: &[Curve]) -> String {
             h - m + 16.0
         );
     }
-    let _ = writeln!(s, "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">step</text>", w / 2.0, h - 12.0);
+    let _ = writeln!(
+        s,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">step</text>",
+        w / 2.0,
+        h - 12.0
+    );
     for (ci, c) in curves.iter().enumerate() {
         let pts: Vec<String> = c
             .losses

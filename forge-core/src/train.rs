@@ -74,7 +74,13 @@ impl TrainJob {
     /// The resolved configuration.
     pub fn resolve(&self) -> Result<RunConfig> {
         let cwd = std::env::current_dir().unwrap_or_default();
-        let abs = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { cwd.join(p) };
+        let abs = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                cwd.join(p)
+            }
+        };
         let (mut file, base) = match &self.config {
             Some(p) => (
                 RunFile::from_file(p)?,
@@ -173,7 +179,11 @@ pub fn run(job: &TrainJob, progress: impl FnMut(&StepMetrics) + 'static) -> Resu
     let examples = |path: &Path| -> Result<Vec<Example>> {
         let records = read_records(path)?;
         let ex = tokenize(&records, &tok, d.prompt_style, d.mask_prompt, d.max_seq_len)?;
-        Ok(if d.packing { pack(&ex, d.max_seq_len) } else { ex })
+        Ok(if d.packing {
+            pack(&ex, d.max_seq_len)
+        } else {
+            ex
+        })
     };
     let train = examples(&d.train)?;
     let valid = match &d.valid {
@@ -196,13 +206,9 @@ pub fn run(job: &TrainJob, progress: impl FnMut(&StepMetrics) + 'static) -> Resu
         (Some(o), true) => latest_checkpoint(o),
         _ => None,
     };
-    let report = Trainer::new(cfg.train.clone()).with_progress(progress).run(
-        &mut peft,
-        &train,
-        &valid,
-        pad,
-        resumed_from.as_deref(),
-    )?;
+    let report = Trainer::new(cfg.train.clone())
+        .with_progress(progress)
+        .run(&mut peft, &train, &valid, pad, resumed_from.as_deref())?;
     let mut saved = Vec::new();
     if let Some(o) = &cfg.train.output_dir {
         saved.push(peft.save_peft(o.join("adapters"), &cfg.model)?);

@@ -39,7 +39,10 @@ fn toml_run_trains_saves_and_resumes() {
     let first = run(&job, |_| {}).expect("run");
     assert_eq!(first.steps.len(), 4);
     assert!(first.resumed_from.is_none());
-    assert!(first.steps[1].val_loss.is_some(), "valid.jsonl from the data folder is used");
+    assert!(
+        first.steps[1].val_loss.is_some(),
+        "valid.jsonl from the data folder is used"
+    );
     assert!(out.join("adapters/adapter_model.safetensors").exists());
     assert!(out.join("mlx-lm/adapters.safetensors").exists());
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).expect("metrics");
@@ -48,7 +51,11 @@ fn toml_run_trains_saves_and_resumes() {
     assert!(text.contains("12 examples"), "{text}");
     // Same job again: resumes from step 4, nothing left to do.
     let again = run(&job, |_| {}).expect("resume");
-    assert!(again.resumed_from.is_some_and(|p| p.ends_with("step-000004")));
+    assert!(
+        again
+            .resumed_from
+            .is_some_and(|p| p.ends_with("step-000004"))
+    );
     assert!(again.steps.is_empty());
     // A bad key in the run file is named.
     std::fs::write(&toml, "[train]\nstepz = 3\n").expect("toml");

@@ -385,7 +385,11 @@ fn main() -> Res<()> {
     if let Some(i) = args.iter().position(|a| a == "--child") {
         let dir = PathBuf::from(&args[i + 1]);
         let steps: usize = args[i + 2].parse()?;
-        return child(&dir, steps, args.get(i + 3).is_some_and(|a| a == "checkpoint"));
+        return child(
+            &dir,
+            steps,
+            args.get(i + 3).is_some_and(|a| a == "checkpoint"),
+        );
     }
     // `cargo test --benches` runs bench binaries once in test mode: skip the work.
     if args.iter().any(|a| a == "--test" || a == "--list") {
