@@ -321,7 +321,14 @@ impl TokenizerSpec {
         }
         match &self.model {
             VocabModel::Gpt2 { merges, pre } => {
-                if merges.is_empty() {
+                // A pure byte vocabulary needs no merges; one with longer
+                // normal tokens does, or llama.cpp never produces them.
+                let needs_merges = self
+                    .tokens
+                    .iter()
+                    .zip(&self.token_types)
+                    .any(|(t, &ty)| ty == token_type::NORMAL && t.chars().count() > 1);
+                if merges.is_empty() && needs_merges {
                     return Err(Error::Export(
                         "byte-level BPE tokenizer without merges: llama.cpp would split every \
                          word into single characters"
