@@ -48,7 +48,8 @@ class CpuReport(TrainingCallback):
         now = time.process_time()
         cpu = (now - self.last) - (EVAL_CPU[0] - self.last_eval)
         self.last, self.last_eval = now, EVAL_CPU[0]
-        line = {k: info.get(k) for k in ("iteration", "trained_tokens", "tokens_per_second", "train_loss")}
+        keys = ("iteration", "trained_tokens", "tokens_per_second", "train_loss", "peak_memory")
+        line = {k: info.get(k) for k in keys}
         line["cpu_s"] = cpu
         print("FORGE_STEP " + json.dumps(line), flush=True)
 
@@ -59,7 +60,12 @@ def main():
     for k, v in lora.CONFIG_DEFAULTS.items():
         if args.get(k, None) is None:
             args[k] = v
-    lora.run(types.SimpleNamespace(**args), training_callback=CpuReport())
+    # mlx-lm 0.32.2's `run` replaces its `training_callback` argument by
+    # `get_reporting_callbacks(args.report_to, ...)` (None without --report-to),
+    # so hand ours in through that function.
+    report = CpuReport()
+    lora.get_reporting_callbacks = lambda *a, **k: report
+    lora.run(types.SimpleNamespace(**args))
 
 
 if __name__ == "__main__":
