@@ -391,8 +391,9 @@ fn main() -> Res<()> {
             args.get(i + 3).is_some_and(|a| a == "checkpoint"),
         );
     }
-    // `cargo test --benches` runs bench binaries once in test mode: skip the work.
-    if args.iter().any(|a| a == "--test" || a == "--list") {
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not: skip the work then.
+    if !args.iter().any(|a| a == "--bench") {
+        println!("train_vs_mlx_lm: run with `cargo bench -p forge-peft --bench train_vs_mlx_lm`");
         return Ok(());
     }
     let peers = std::env::var_os("FORGE_PEERS_DIR")
