@@ -65,13 +65,13 @@ pub fn stages() -> Vec<Stage> {
         Stage {
             name: "judge",
             what: "perplexity, CodeBLEU, pass@k, gate",
-            status: NotBuilt,
+            status: Library,
             owner: "forge-judge",
         },
         Stage {
             name: "export",
             what: "GGUF + Ollama Modelfile",
-            status: NotBuilt,
+            status: Library,
             owner: "forge-gguf",
         },
         Stage {
