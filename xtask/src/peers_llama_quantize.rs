@@ -73,7 +73,6 @@ fn sdist(layout: &PeerLayout) -> Result<PathBuf> {
                     "pip",
                     "download",
                     "--no-deps",
-                    "--no-binary=:all:",
                     "--disable-pip-version-check",
                     "-q",
                     "-d",
