@@ -6,6 +6,7 @@
 mod bench_report;
 mod cargo_config;
 mod peers;
+mod peers_llama_quantize;
 mod prereq;
 mod setup;
 mod tasks;

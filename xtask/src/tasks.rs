@@ -102,7 +102,9 @@ fn mlx_packages() -> Result<(Vec<String>, Vec<String>)> {
 pub(crate) fn test(args: &TestArgs) -> Result<()> {
     if !args.no_setup {
         setup::run(&args.setup)?;
-        peers::run(&PeersArgs { python: args.setup.python.clone() })?;
+        peers::run(&PeersArgs {
+            python: args.setup.python.clone(),
+        })?;
     }
     let (mlx, plain) = mlx_packages()?;
     eprintln!("forge test: without MLX: {}", plain.join(", "));
@@ -164,7 +166,9 @@ pub(crate) fn demo(args: &DemoArgs) -> Result<()> {
 
 pub(crate) fn bench(args: &BenchArgs) -> Result<()> {
     setup::run(&args.setup)?;
-    peers::run(&PeersArgs { python: args.setup.python.clone() })?;
+    peers::run(&PeersArgs {
+        python: args.setup.python.clone(),
+    })?;
     let started = std::time::SystemTime::now();
     let mut cmd = util::cargo();
     cmd.args(["bench", "--workspace", "--exclude", "xtask", "--benches"]);
