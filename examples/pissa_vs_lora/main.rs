@@ -30,13 +30,13 @@ struct Args {
     #[arg(long, default_value = "target/pissa_vs_lora")]
     out: PathBuf,
     /// Optimizer steps per method
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 16)]
     steps: usize,
     /// Examples per step
     #[arg(long, default_value_t = 4)]
     batch: usize,
     /// Tokens per example (longer mined units are truncated)
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 32)]
     seq: usize,
     /// Adapt every projection of the last N blocks
     #[arg(long, default_value_t = 8)]
@@ -45,7 +45,7 @@ struct Args {
     #[arg(long, default_value_t = 8)]
     rank: usize,
     /// Learning rate (constant after warmup)
-    #[arg(long, default_value_t = 2e-4)]
+    #[arg(long, default_value_t = 3e-4)]
     lr: f32,
     /// Quantized base bits for QLoRA and QPiSSA (MLX affine, group 64)
     #[arg(long, default_value_t = 4)]
