@@ -391,6 +391,13 @@ fn main() -> Res<()> {
             args.get(i + 3).is_some_and(|a| a == "checkpoint"),
         );
     }
+    if let Some(i) = args.iter().position(|a| a == "--svd-only") {
+        let (n, fast, full) = pissa_init_times(Path::new(&args[i + 1]))?;
+        println!(
+            "PiSSA init, {n} matrices: randomized SVD niter 4 {fast:.2} s, full SVD {full:.2} s"
+        );
+        return Ok(());
+    }
     // `cargo bench` passes `--bench`; `cargo test --benches` does not: skip the work then.
     if !args.iter().any(|a| a == "--bench") {
         println!("train_vs_mlx_lm: run with `cargo bench -p forge-peft --bench train_vs_mlx_lm`");
