@@ -30,7 +30,7 @@
 use std::path::{Path, PathBuf};
 
 use forge_gguf::GgufFile;
-use forge_quant::{ActivationFormat, Activations, GgmlType, f16_to_f32, f32_to_f16};
+use forge_quant::{ActivationFormat, Activations, GgmlType};
 
 use crate::config::{Architecture, ModelConfig, RopeScaling};
 use crate::error::{Error, Result};
@@ -103,15 +103,6 @@ pub enum KvType {
     F16,
     /// Full f32 (llama.cpp's `--cache-type-k/v f32`).
     F32,
-}
-
-impl KvType {
-    fn rounding(self) -> fn(f32) -> f32 {
-        match self {
-            Self::F16 => |x| f16_to_f32(f32_to_f16(x)),
-            Self::F32 => |x| x,
-        }
-    }
 }
 
 /// `Σ aᵢbᵢ` in f32.
@@ -465,10 +456,17 @@ impl CpuModel {
                 self.rope(head, pos);
             }
         }
-        let r = self.kv_type.rounding();
+        let half = self.kv_type == KvType::F16;
+        let r = |x: &mut [f32]| {
+            if half {
+                forge_quant::round_to_f16(x);
+            }
+        };
+        r(&mut k);
+        r(&mut v);
         let (kc, vc) = (&mut cache.k[li], &mut cache.v[li]);
-        kc.extend(k.iter().map(|&a| r(a)));
-        vc.extend(v.iter().map(|&a| r(a)));
+        kc.extend_from_slice(&k);
+        vc.extend_from_slice(&v);
         let scale = (hd as f32).powf(-0.5);
         let group = nh / nkv;
         let mut out = vec![0f32; t * nh * hd];
@@ -479,7 +477,8 @@ impl CpuModel {
             for hh in 0..nh {
                 let kvh = hh / group;
                 let qh = &q[(ti * nh + hh) * hd..(ti * nh + hh + 1) * hd];
-                qr.iter_mut().zip(qh).for_each(|(o, a)| *o = r(*a));
+                qr.copy_from_slice(qh);
+                r(&mut qr);
                 // llama.cpp's CPU flash attention (its default): one pass
                 // over the cache with a running maximum M and sum S; the
                 // value accumulator has the cache's precision and is
@@ -494,13 +493,15 @@ impl CpuModel {
                         let old = m;
                         m = s;
                         ms = (old - m).exp();
-                        acc.iter_mut().for_each(|a| *a = r(*a * ms));
+                        acc.iter_mut().for_each(|a| *a *= ms);
+                        r(&mut acc);
                     } else {
                         vs = (s - m).exp();
                     }
                     acc.iter_mut()
                         .zip(&vc[at..at + hd])
-                        .for_each(|(a, v)| *a = r(v.mul_add(vs, *a)));
+                        .for_each(|(a, v)| *a = v.mul_add(vs, *a));
+                    r(&mut acc);
                     sum = sum * ms + vs;
                 }
                 let inv = 1.0 / sum;

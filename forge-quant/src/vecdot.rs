@@ -231,7 +231,10 @@ pub fn matmul(
     let kernel = Kernel::for_type(ty)?;
     // Row-major by weight row, so each task owns a contiguous slice; one
     // weight row stays in cache while it meets every activation row.
-    let chunk = 16usize;
+    // A few tasks per thread: a decode step runs ~200 products of a few
+    // hundred microseconds each, where per-task overhead would dominate.
+    let tasks = rayon::current_num_threads().max(1) * 4;
+    let chunk = rows.div_ceil(tasks).max(16);
     let by_row: Vec<f32> = if t == 1 {
         let mut v = vec![0f32; rows];
         v.par_chunks_mut(chunk).enumerate().for_each(|(ci, o)| {
@@ -389,6 +392,20 @@ pub fn dot_f16(x: &[u16], y: &[u16]) -> f32 {
         s += f16_to_f32(*a) * f16_to_f32(*b);
     }
     s
+}
+
+/// Rounds every value to the nearest half (ties to even) and back, in
+/// place: `x ← f32(f16(x))`, the F16C unit's conversion where available.
+pub fn round_to_f16(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if simd::available() {
+        // SAFETY: `available()` checked F16C and AVX.
+        unsafe { simd::round_to_f16(x) };
+        return;
+    }
+    for v in x {
+        *v = f16_to_f32(f32_to_f16(*v));
+    }
 }
 
 fn half(b: &[u8], off: usize) -> f32 {
@@ -707,6 +724,23 @@ mod simd {
         }
     }
 
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) unsafe fn round_to_f16(x: &mut [f32]) {
+        let mut chunks = x.chunks_exact_mut(8);
+        for c in &mut chunks {
+            // SAFETY: `c` holds 8 floats.
+            unsafe {
+                let v = _mm256_loadu_ps(c.as_ptr());
+                let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+                _mm256_storeu_ps(c.as_mut_ptr(), _mm256_cvtph_ps(h));
+            }
+        }
+        for v in chunks.into_remainder() {
+            let h = _mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(*v));
+            *v = _mm_cvtss_f32(_mm_cvtph_ps(h));
+        }
+    }
+
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn f32_f32(w: &[u8], a: &[u8]) -> f32 {
         let n = w.len() / 4;
@@ -896,6 +930,15 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn f16_rounding_equals_the_portable_conversion() {
+        let mut x = lcg(1003, 9);
+        x.extend([0.0, -0.0, 65504.0, 65520.0, 1e-8, -3.0e-5, f32::INFINITY]);
+        let want: Vec<f32> = x.iter().map(|v| f16_to_f32(f32_to_f16(*v))).collect();
+        round_to_f16(&mut x);
+        assert_eq!(x, want);
     }
 
     #[test]
