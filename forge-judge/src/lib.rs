@@ -3,8 +3,8 @@
 
 mod codebleu;
 mod error;
-mod gate;
 mod exec;
+mod gate;
 mod passk;
 #[cfg(feature = "model")]
 mod perplexity;
@@ -25,12 +25,12 @@ pub use perplexity::{
     EvalModel, Logits, Perplexity, PerplexityOptions, load_for_eval, perplexity,
     perplexity_of_examples,
 };
+pub use reconstruct::{
+    HeldOutUnit, Reconstruction, UnitScore, cut_body, edit_similarity, levenshtein, normalize_body,
+    score_units,
+};
 #[cfg(feature = "model")]
 pub use reconstruct::{ReconstructOptions, generate_bodies};
-pub use reconstruct::{
-    HeldOutUnit, Reconstruction, UnitScore, cut_body, edit_similarity, levenshtein,
-    normalize_body, score_units,
-};
 #[cfg(feature = "miner")]
 pub use reconstruct::{held_out_from_mined, held_out_since};
 pub use report::{EvalResults, MetricRow, Report, TaskRow, TaskScore};

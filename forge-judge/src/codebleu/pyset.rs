@@ -117,7 +117,9 @@ pub(crate) fn list_set<S: AsRef<str> + Clone>(items: &[S]) -> Vec<S> {
             for j in 0..=probes {
                 match table[i + j] {
                     None => break 'probe Some(i + j),
-                    Some((h, k)) if h == hash && items[k].as_ref() == s.as_ref() => break 'probe None,
+                    Some((h, k)) if h == hash && items[k].as_ref() == s.as_ref() => {
+                        break 'probe None;
+                    }
                     Some(_) => {}
                 }
             }

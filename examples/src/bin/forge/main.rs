@@ -1,8 +1,8 @@
 //! The `forge` command line. It parses arguments and calls forge-core; nothing
 //! else lives here. One module per subcommand.
 
-mod export;
 mod eval;
+mod export;
 mod generate;
 mod gguf;
 mod mine;
