@@ -351,9 +351,9 @@ impl Kernel {
             // have the lengths `matmul` checked.
             unsafe {
                 match self {
-                    Self::Q4_0 => return simd::q4_0_q8_0(w, a),
+                    Self::Q4_0 => return simd::q8_0_like::<true>(w, a),
                     Self::Q4_1 => return simd::q4_1_q8_1(w, a),
-                    Self::Q8_0 => return simd::q8_0_q8_0(w, a),
+                    Self::Q8_0 => return simd::q8_0_like::<false>(w, a),
                     Self::F16 => return simd::f16_f16(w, a),
                     Self::F32 => return simd::f32_f32(w, a),
                     _ => {}
@@ -381,17 +381,6 @@ impl Kernel {
             }
         }
     }
-}
-
-/// The f32 dot product `Σ x·y` of two rows of halves (the attention's `q·k`
-/// and `p·v` with an f16 KV cache, as ggml computes them).
-pub fn dot_f16(x: &[u16], y: &[u16]) -> f32 {
-    assert_eq!(x.len(), y.len(), "dot_f16 needs rows of equal length");
-    let mut s = 0f32;
-    for (a, b) in x.iter().zip(y) {
-        s += f16_to_f32(*a) * f16_to_f32(*b);
-    }
-    s
 }
 
 /// Rounds every value to the nearest half (ties to even) and back, in
@@ -657,33 +646,23 @@ mod simd {
         unsafe { [0, 1, 2, 3].map(|k| hsum(acc[k])) }
     }
 
+    /// Q4_0 (`NIBBLES`, stored value minus 8) or Q8_0 weights against one
+    /// Q8_0 activation row.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn q4_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
+    pub(super) unsafe fn q8_0_like<const NIBBLES: bool>(w: &[u8], a: &[u8]) -> f32 {
+        let bs = if NIBBLES { 18 } else { 34 };
         let mut acc = _mm256_setzero_ps();
-        for (x, y) in w.chunks_exact(18).zip(a.chunks_exact(Q8_0_BYTES)) {
-            // SAFETY: x has 18 bytes (16 at 2..), y 34 (32 at 2..).
+        for (x, y) in w.chunks_exact(bs).zip(a.chunks_exact(Q8_0_BYTES)) {
+            // SAFETY: x has `bs` bytes (16 or 32 at 2..), y 34 (32 at 2..).
             unsafe {
-                let q = _mm256_sub_epi8(nibbles(x.as_ptr().add(2)), _mm256_set1_epi8(8));
+                let q = if NIBBLES {
+                    _mm256_sub_epi8(nibbles(x.as_ptr().add(2)), _mm256_set1_epi8(8))
+                } else {
+                    _mm256_loadu_si256(x.as_ptr().add(2).cast())
+                };
                 let v = _mm256_loadu_si256(y.as_ptr().add(2).cast());
                 let d = _mm256_set1_ps(half(x, 0) * half(y, 0));
                 // |q|·sign(v, q): unsigned × signed without changing the product.
-                let p = dot_us(_mm256_sign_epi8(q, q), _mm256_sign_epi8(v, q));
-                acc = _mm256_fmadd_ps(d, p, acc);
-            }
-        }
-        // SAFETY: AVX2 is enabled for this function.
-        unsafe { hsum(acc) }
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn q8_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        for (x, y) in w.chunks_exact(34).zip(a.chunks_exact(Q8_0_BYTES)) {
-            // SAFETY: both blocks have 34 bytes (32 at 2..).
-            unsafe {
-                let q = _mm256_loadu_si256(x.as_ptr().add(2).cast());
-                let v = _mm256_loadu_si256(y.as_ptr().add(2).cast());
-                let d = _mm256_set1_ps(half(x, 0) * half(y, 0));
                 let p = dot_us(_mm256_sign_epi8(q, q), _mm256_sign_epi8(v, q));
                 acc = _mm256_fmadd_ps(d, p, acc);
             }
