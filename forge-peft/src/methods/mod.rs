@@ -5,8 +5,10 @@
 //! `A ∈ ℝ^{r×in}` (`lora_A`), `B ∈ ℝ^{out×r}` (`lora_B`) and scale `s`.
 
 pub(crate) mod cloq;
+pub(crate) mod dlp_lora;
 pub(crate) mod dora;
 pub(crate) mod lora;
+pub(crate) mod moe_lora;
 pub(crate) mod pissa;
 
 use serde::{Deserialize, Serialize};

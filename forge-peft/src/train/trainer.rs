@@ -12,12 +12,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::loss::{Batch, loss_and_grad_with, masked_nll_sum};
-use crate::model::PeftModel;
+use crate::loss::{Batch, masked_nll_sum};
 use crate::save::{read_tensors, write_tensors};
 use crate::train::adam8bit::AdamW8bit;
 use crate::train::data::{Example, micro_batch};
 use crate::train::optim::{AdamW, Schedule, global_norm, learning_rate};
+use crate::train::trainable::{LossGrad, Trainable, loss_and_grad_aux};
 use crate::util::write_atomic;
 
 /// Optimisation and bookkeeping options (the `[train]` table of the TOML).
@@ -315,6 +315,11 @@ pub struct StepMetrics {
     pub eta_s: f64,
     /// Validation loss, on evaluation steps.
     pub val_loss: Option<f32>,
+    /// The model's auxiliary loss per token (MoELoRA: contrastive plus
+    /// load balancing, weighted), averaged over the step's tokens; `None`
+    /// for models without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aux_loss: Option<f32>,
 }
 
 /// The result of a run.
@@ -390,8 +395,8 @@ impl Trainer {
     }
 
     /// Mean validation loss over `batches` batches of `valid`.
-    pub fn evaluate(
-        model: &mut PeftModel,
+    pub fn evaluate<M: Trainable + ?Sized>(
+        model: &mut M,
         valid: &[Example],
         batch_size: usize,
         batches: usize,
@@ -403,7 +408,7 @@ impl Trainer {
             let picked: Vec<&Example> =
                 valid.iter().skip(k * batch_size).take(batch_size).collect();
             let b = crate::train::data::collate(&picked, pad);
-            let logits = model.forward(&b.inputs)?;
+            let logits = model.logits(&b.inputs)?;
             sum += f64::from(scalar(&masked_nll_sum(&logits, &b.targets, &b.mask)?)?);
             n += f64::from(b.num_tokens()?);
         }
@@ -412,9 +417,9 @@ impl Trainer {
 
     /// Trains `model` on `train` (validating on `valid`), padding with `pad`,
     /// from scratch or from the checkpoint directory `resume`.
-    pub fn run(
+    pub fn run<M: Trainable + ?Sized>(
         &mut self,
-        model: &mut PeftModel,
+        model: &mut M,
         train: &[Example],
         valid: &[Example],
         pad: u32,
@@ -465,6 +470,7 @@ impl Trainer {
             let t0 = Instant::now();
             let mut gsum: BTreeMap<String, Array> = BTreeMap::new();
             let (mut loss_sum, mut ntok, mut tokens) = (0.0f64, 0.0f64, 0usize);
+            let mut aux_sum: Option<f64> = None;
             for _ in 0..o.grad_accum {
                 let batch: Batch = micro_batch(train, o.batch_size, st.seed, st.micro, pad);
                 st.micro += 1;
@@ -473,8 +479,12 @@ impl Trainer {
                 if n == 0.0 {
                     continue;
                 }
-                let (l, g) = loss_and_grad_with(model, &batch, o.grad_checkpoint)?;
-                loss_sum += f64::from(scalar(&l)?);
+                let LossGrad { nll, aux, grads: g } =
+                    loss_and_grad_aux(model, &batch, o.grad_checkpoint)?;
+                loss_sum += f64::from(scalar(&nll)?);
+                if let Some(aux) = aux {
+                    *aux_sum.get_or_insert(0.0) += f64::from(scalar(&aux)?) * f64::from(n);
+                }
                 ntok += f64::from(n);
                 for (k, v) in g {
                     let v = match gsum.remove(&k) {
@@ -519,9 +529,11 @@ impl Trainer {
                 }
             }
             let lr = learning_rate(st.step, o.lr, o.min_lr, o.warmup, o.steps, o.schedule);
-            let params = model.trainable_parameters();
+            let params = model.trainable_arrays();
             let new = opt.step(&params, &grads, lr)?;
-            model.set_trainable(new.iter().map(|(k, v)| (k.as_str(), v)))?;
+            for (k, v) in &new {
+                model.set_trainable_array(k, v)?;
+            }
             st.step += 1;
             st.adam_t = opt.t();
             st.tokens_seen += tokens as u64;
@@ -545,6 +557,7 @@ impl Trainer {
                 optimizer_bytes: opt.state_bytes(),
                 eta_s: t_run.elapsed().as_secs_f64() / done as f64 * remaining as f64,
                 val_loss: None,
+                aux_loss: aux_sum.map(|a| (a / ntok.max(1.0)) as f32),
             };
             if o.eval_every > 0 && st.step.is_multiple_of(o.eval_every) && !valid.is_empty() {
                 m.val_loss = Some(Self::evaluate(
@@ -583,7 +596,12 @@ impl Trainer {
     }
 }
 
-fn save_checkpoint(model: &PeftModel, opt: &Opt, st: &State, out: &Path) -> Result<PathBuf> {
+fn save_checkpoint<M: Trainable + ?Sized>(
+    model: &M,
+    opt: &Opt,
+    st: &State,
+    out: &Path,
+) -> Result<PathBuf> {
     let root = out.join("checkpoints");
     let name = format!("step-{:06}", st.step);
     let fin = root.join(&name);
@@ -592,7 +610,7 @@ fn save_checkpoint(model: &PeftModel, opt: &Opt, st: &State, out: &Path) -> Resu
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     write_tensors(
         &tmp.join("adapters.safetensors"),
-        &model.trainable_parameters(),
+        &model.trainable_arrays(),
         None,
     )?;
     opt.save(&tmp.join("optimizer.safetensors"))?;
@@ -615,7 +633,11 @@ pub fn latest_checkpoint(output_dir: &Path) -> Option<PathBuf> {
     p.join("state.json").exists().then_some(p)
 }
 
-fn load_checkpoint(model: &mut PeftModel, opt: &mut Opt, dir: &Path) -> Result<State> {
+fn load_checkpoint<M: Trainable + ?Sized>(
+    model: &mut M,
+    opt: &mut Opt,
+    dir: &Path,
+) -> Result<State> {
     let sp = dir.join("state.json");
     let text = std::fs::read_to_string(&sp).map_err(|e| Error::io(&sp, e))?;
     let st: State = serde_json::from_str(&text).map_err(|e| Error::Json {
@@ -624,7 +646,7 @@ fn load_checkpoint(model: &mut PeftModel, opt: &mut Opt, dir: &Path) -> Result<S
     })?;
     let ap = dir.join("adapters.safetensors");
     let adapters = read_tensors(&ap)?;
-    let expected = model.trainable_parameters();
+    let expected = model.trainable_arrays();
     for k in expected.keys() {
         if !adapters.contains_key(k) {
             return Err(Error::Safetensors {
@@ -635,7 +657,9 @@ fn load_checkpoint(model: &mut PeftModel, opt: &mut Opt, dir: &Path) -> Result<S
             });
         }
     }
-    model.set_trainable(adapters.iter().map(|(k, v)| (k.as_str(), v)))?;
+    for (k, v) in &adapters {
+        model.set_trainable_array(k, v)?;
+    }
     opt.load(&dir.join("optimizer.safetensors"))?;
     opt.set_t(st.adam_t);
     Ok(st)
