@@ -12,6 +12,7 @@ mod gguf;
 mod gguf_tokenizer;
 mod loader;
 mod rope;
+mod spm;
 mod tokenizer;
 mod util;
 mod weights;

@@ -1,12 +1,15 @@
 //! Tokenizer: a `tokenizers::Tokenizer` from `tokenizer.json`, the special
 //! tokens from `tokenizer_config.json` / `generation_config.json`, and chat
-//! templates rendered with minijinja.
+//! templates rendered with minijinja. GGUF SentencePiece vocabularies encode
+//! and decode through [`SpmVocab`] (llama.cpp's algorithm) instead.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::spm::SpmVocab;
 use crate::util::read_json;
 
 /// The ChatML template (Qwen, SmolLM2): used when `tokenizer_config.json`
@@ -36,6 +39,12 @@ impl ChatMessage {
 #[derive(Debug, Clone)]
 pub struct Tokenizer {
     pub(crate) inner: tokenizers::Tokenizer,
+    /// llama.cpp's SentencePiece encoder/decoder (GGUF `llama` vocabularies):
+    /// when set, it encodes and decodes, and `inner` is the Hugging Face
+    /// equivalent kept for [`Tokenizer::inner`].
+    pub(crate) spm: Option<Arc<SpmVocab>>,
+    /// `inner` with special tokens encoded as text, built on first use.
+    pub(crate) literal: OnceLock<tokenizers::Tokenizer>,
     pub(crate) path: PathBuf,
     pub(crate) bos_token: Option<String>,
     pub(crate) eos_token: Option<String>,
@@ -124,6 +133,8 @@ impl Tokenizer {
         })?;
         Ok(Self {
             inner,
+            spm: None,
+            literal: OnceLock::new(),
             path: path.to_path_buf(),
             bos_token: None,
             eos_token: None,
@@ -142,16 +153,53 @@ impl Tokenizer {
     }
 
     /// Token ids of `text`; `add_special_tokens` runs the tokenizer's
-    /// post-processor (e.g. a Llama bos).
+    /// post-processor (e.g. a Llama bos). Special tokens written in the text
+    /// (`<|im_start|>`) become their ids.
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        self.inner
+        self.encode_with(text, add_special_tokens, true)
+    }
+
+    /// Token ids of `text` with llama.cpp's two switches: `add_special_tokens`
+    /// adds the bos/eos the tokenizer asks for, `parse_special` turns control
+    /// tokens written in the text into their ids (otherwise they are
+    /// tokenized as plain text; user-defined tokens match either way).
+    pub fn encode_with(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>> {
+        if let Some(spm) = &self.spm {
+            return spm
+                .encode(text, add_special_tokens, parse_special)
+                .map_err(|e| self.err(e));
+        }
+        let tokenizer = if parse_special {
+            &self.inner
+        } else {
+            self.literal.get_or_init(|| {
+                let mut literal = self.inner.clone();
+                literal.set_encode_special_tokens(true);
+                literal
+            })
+        };
+        tokenizer
             .encode(text, add_special_tokens)
             .map(|e| e.get_ids().to_vec())
             .map_err(|e| self.err(e))
     }
 
-    /// Text of `ids`.
+    /// Text of `ids`. For GGUF SentencePiece vocabularies this is llama.cpp's
+    /// detokenizer (`skip_special_tokens` = its `remove_special` and not
+    /// `unparse_special`); bytes that are not UTF-8 on their own (a character
+    /// cut between byte tokens) become U+FFFD.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        if let Some(spm) = &self.spm {
+            return spm
+                .decode(ids, skip_special_tokens, !skip_special_tokens)
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                .map_err(|e| self.err(e));
+        }
         self.inner
             .decode(ids, skip_special_tokens)
             .map_err(|e| self.err(e))
@@ -159,12 +207,18 @@ impl Tokenizer {
 
     /// The id of a token string, if in the vocabulary.
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
-        self.inner.token_to_id(token)
+        match &self.spm {
+            Some(spm) => spm.token_to_id(token),
+            None => self.inner.token_to_id(token),
+        }
     }
 
     /// Vocabulary size including added tokens.
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        match &self.spm {
+            Some(spm) => spm.len(),
+            None => self.inner.get_vocab_size(true),
+        }
     }
 
     /// The beginning-of-sequence id, if any.
@@ -198,7 +252,11 @@ impl Tokenizer {
         )
     }
 
-    /// The underlying `tokenizers` tokenizer.
+    /// The underlying `tokenizers` tokenizer. For a GGUF SentencePiece
+    /// vocabulary this is its Hugging Face equivalent (byte-fallback BPE with
+    /// merges ranked by score, as `transformers` converts Llama tokenizers),
+    /// for writing a `tokenizer.json`; [`encode`](Self::encode) and
+    /// [`decode`](Self::decode) run llama.cpp's algorithm instead.
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
     }

