@@ -166,7 +166,16 @@ impl fmt::Display for TrainSummary {
 
 /// Runs `job`, calling `progress` after each step.
 pub fn run(job: &TrainJob, progress: impl FnMut(&StepMetrics) + 'static) -> Result<TrainSummary> {
-    let cfg = job.resolve()?;
+    run_config(&job.resolve()?, job.resume, progress)
+}
+
+/// Runs a resolved configuration (the pipeline's entry point), resuming from the
+/// run directory's latest checkpoint when `resume` is set.
+pub fn run_config(
+    cfg: &RunConfig,
+    resume: bool,
+    progress: impl FnMut(&StepMetrics) + 'static,
+) -> Result<TrainSummary> {
     let loaded = forge_model::load(&ModelSource::parse(&cfg.model), &LoadOptions::new())?;
     let tok = loaded.tokenizer.ok_or_else(|| {
         Error::Peft(forge_peft::Error::InvalidOption {
@@ -202,7 +211,7 @@ pub fn run(job: &TrainJob, progress: impl FnMut(&StepMetrics) + 'static) -> Resu
     } else {
         PeftModel::new(loaded.model, cfg.adapter.clone())?
     };
-    let resumed_from = match (&cfg.train.output_dir, job.resume) {
+    let resumed_from = match (&cfg.train.output_dir, resume) {
         (Some(o), true) => latest_checkpoint(o),
         _ => None,
     };

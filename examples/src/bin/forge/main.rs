@@ -5,8 +5,13 @@ mod eval;
 mod export;
 mod generate;
 mod gguf;
+mod init;
 mod mine;
+mod rollback;
+mod run;
+mod status;
 mod train;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -20,6 +25,9 @@ use forge_core::demo::Demo;
     about = "Fine-tune a small open LLM on your codebase and ship it to llama.cpp/Ollama"
 )]
 struct Cli {
+    /// Log what happens (-v info, -vv debug, -vvv trace) on stderr
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -45,6 +53,16 @@ enum Command {
         #[command(subcommand)]
         command: eval::EvalCommand,
     },
+    /// Write a commented default forge.toml
+    Init(init::InitArgs),
+    /// Run the pipeline: mine, dataset, train, judge, export, deploy (stages whose inputs did not change are reused)
+    Run(run::RunArgs),
+    /// Poll git and run the pipeline when enough files changed or a matching tag appears
+    Watch(watch::WatchArgs),
+    /// Show the active model, the registry, the deployment log and the runs
+    Status(status::StatusArgs),
+    /// Make an earlier model active again
+    Rollback(rollback::RollbackArgs),
     /// Inspect GGUF files
     Gguf {
         #[command(subcommand)]
@@ -54,6 +72,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => tracing::Level::WARN,
+        1 => tracing::Level::INFO,
+        2 => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .init();
     let result: anyhow::Result<()> = match cli.command {
         Command::Demo { seed } => Demo::new()
             .with_seed(seed)
@@ -66,12 +94,17 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(args).map_err(Into::into),
         Command::Eval { command } => eval::run(command),
         Command::Gguf { command } => gguf::run(command).map_err(Into::into),
+        Command::Init(args) => init::run(args).map_err(Into::into),
+        Command::Run(args) => run::run(args),
+        Command::Watch(args) => watch::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Rollback(args) => rollback::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            ExitCode::from(run::exit_code(&err))
         }
     }
 }
