@@ -1,7 +1,10 @@
 //! CodeBLEU compat mode against PyPI codebleu 0.7.0 on the committed corpus
-//! (`tests/data/codebleu_corpus.jsonl`, scored by `tests/reference/codebleu_ref.py`).
+//! (`tests/data/codebleu_corpus.jsonl`, made by `tests/reference/make_corpus.py`): against the
+//! scores stored beside the scripts (`tests/reference/codebleu_expected.jsonl`, written by
+//! `tests/reference/codebleu_ref.py`) always, and against a live run of the peer when it is
+//! installed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use forge_judge::{CodeBleu, Lang};
@@ -26,35 +29,38 @@ fn peer_python() -> Option<PathBuf> {
     None
 }
 
-#[test]
-fn compat_mode_equals_codebleu_0_7_0() {
-    let Some(python) = peer_python() else { return };
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests");
-    let corpus = dir.join("data/codebleu_corpus.jsonl");
-    let out = Command::new(python)
-        .arg(dir.join("reference/codebleu_ref.py"))
-        .arg(&corpus)
-        .env("PYTHONHASHSEED", "0")
-        .output()
-        .expect("run the codebleu peer");
-    assert!(
-        out.status.success(),
-        "peer failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let expected: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+fn tests_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests")
+}
+
+fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .lines()
-        .map(|l| serde_json::from_str(l).expect("peer json"))
-        .collect();
-    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&corpus)
-        .expect("corpus")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("corpus json"))
-        .collect();
-    assert_eq!(rows.len(), expected.len());
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("{}:{}: {e}", path.display(), i + 1))
+        })
+        .collect()
+}
+
+const KEYS: [&str; 5] = [
+    "codebleu",
+    "ngram_match_score",
+    "weighted_ngram_match_score",
+    "syntax_match_score",
+    "dataflow_match_score",
+];
+
+/// Scores the corpus in compat mode and compares all five numbers of every pair with
+/// `expected` (codebleu's output lines, same order and ids).
+fn assert_agrees(expected: &[serde_json::Value], source: &str) {
+    let rows = read_jsonl(&tests_dir().join("data/codebleu_corpus.jsonl"));
+    assert_eq!(rows.len(), expected.len(), "{source}: pair count");
     let mut max_diff = [0.0f64; 5];
     let mut bad = Vec::new();
-    for (row, exp) in rows.iter().zip(&expected) {
+    for (row, exp) in rows.iter().zip(expected) {
+        assert_eq!(row["id"], exp["id"], "{source}: pair order");
         let lang: Lang = row["lang"].as_str().expect("lang").parse().expect("lang");
         let s = CodeBleu::new(lang).with_compat(true).score(
             row["reference"].as_str().expect("reference"),
@@ -67,36 +73,68 @@ fn compat_mode_equals_codebleu_0_7_0() {
             s.syntax_match,
             s.dataflow_match,
         ];
-        let keys = [
-            "codebleu",
-            "ngram_match_score",
-            "weighted_ngram_match_score",
-            "syntax_match_score",
-            "dataflow_match_score",
-        ];
-        let mut ok = true;
         for i in 0..5 {
-            let e = exp[keys[i]].as_f64().expect("number");
+            let e = exp[KEYS[i]].as_f64().expect("number");
             let d = (got[i] - e).abs();
             max_diff[i] = max_diff[i].max(d);
-            if d > 1e-6 {
-                ok = false;
+            if d.is_nan() || d > 1e-6 {
                 bad.push(format!(
                     "{} {}: forge {} codebleu {}",
-                    row["id"], keys[i], got[i], e
+                    row["id"], KEYS[i], got[i], e
                 ));
             }
         }
-        let _ = ok;
     }
     println!(
-        "pairs: {}, max abs diff [codebleu, ngram, weighted, syntax, dataflow]: {max_diff:?}",
+        "{source}: pairs: {}, max abs diff [codebleu, ngram, weighted, syntax, dataflow]: {max_diff:?}",
         rows.len()
     );
     assert!(
         bad.is_empty(),
-        "{} mismatches:\n{}",
+        "{source}: {} mismatches:\n{}",
         bad.len(),
         bad.join("\n")
     );
+}
+
+#[test]
+fn compat_mode_equals_stored_codebleu_0_7_0_scores() {
+    let expected = read_jsonl(&tests_dir().join("reference/codebleu_expected.jsonl"));
+    assert_agrees(&expected, "stored");
+}
+
+#[test]
+fn compat_mode_equals_live_codebleu_0_7_0() {
+    let Some(python) = peer_python() else { return };
+    let dir = tests_dir();
+    let out = Command::new(python)
+        .arg(dir.join("reference/codebleu_ref.py"))
+        .arg(dir.join("data/codebleu_corpus.jsonl"))
+        .env("PYTHONHASHSEED", "0")
+        .output()
+        .expect("run the codebleu peer");
+    assert!(
+        out.status.success(),
+        "peer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("peer json"))
+        .collect();
+    assert_agrees(&expected, "live peer");
+}
+
+/// The pairs that once differed (error recovery of the newer grammars) are in the corpus.
+#[test]
+fn corpus_keeps_the_regression_pairs() {
+    let rows = read_jsonl(&tests_dir().join("data/codebleu_corpus.jsonl"));
+    for id in [
+        "python/syntax-error/extra-line",
+        "rust/syntax-error/extra-line",
+        "python/fib/cut-mid-line",
+        "rust/generics/no-bounds",
+    ] {
+        assert!(rows.iter().any(|r| r["id"] == id), "{id} missing");
+    }
 }

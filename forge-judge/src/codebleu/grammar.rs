@@ -1,6 +1,7 @@
-//! Grammars, keyword lists and the compat-mode mapping from today's tree-sitter grammars
-//! (tree-sitter-python 0.25, tree-sitter-rust 0.24) to the node types of the 0.21-era grammars
-//! that codebleu 0.7.0 is installed with.
+//! Grammars and keyword lists: today's tree-sitter grammars (tree-sitter-python 0.25,
+//! tree-sitter-rust 0.24) by default, and in compat mode the ones codebleu 0.7.0 is installed
+//! with (tree-sitter-python 0.21.0, tree-sitter-rust 0.21.2; see `build.rs`), so that
+//! compat-mode trees, error recovery included, are codebleu's.
 
 use std::cell::RefCell;
 
@@ -28,13 +29,31 @@ pub(crate) fn is_keyword(lang: Lang, token: &str) -> bool {
 }
 
 thread_local! {
-    static PARSERS: RefCell<[Option<Parser>; 2]> = const { RefCell::new([None, None]) };
+    /// One parser per (language, compat) on each thread.
+    static PARSERS: RefCell<[Option<Parser>; 4]> = const { RefCell::new([None, None, None, None]) };
 }
 
-fn language(lang: Lang) -> tree_sitter::Language {
-    match lang {
-        Lang::Python => tree_sitter_python::LANGUAGE.into(),
-        Lang::Rust => tree_sitter_rust::LANGUAGE.into(),
+unsafe extern "C" {
+    // tree-sitter-python 0.21.0 and tree-sitter-rust 0.21.2, compiled by build.rs with renamed
+    // symbols.
+    fn forge_judge_tree_sitter_python_0_21() -> *const tree_sitter::ffi::TSLanguage;
+    fn forge_judge_tree_sitter_rust_0_21() -> *const tree_sitter::ffi::TSLanguage;
+}
+
+/// The grammar of a language: today's crates, or (compat) the 0.21-era grammars codebleu
+/// 0.7.0 is installed with.
+pub(crate) fn language(lang: Lang, compat: bool) -> tree_sitter::Language {
+    match (lang, compat) {
+        (Lang::Python, false) => tree_sitter_python::LANGUAGE.into(),
+        (Lang::Rust, false) => tree_sitter_rust::LANGUAGE.into(),
+        // SAFETY: the functions return pointers to the grammars' static `TSLanguage`s
+        // (ABI 14, which the tree-sitter 0.25 runtime loads), valid for the whole program.
+        (Lang::Python, true) => unsafe {
+            tree_sitter::Language::from_raw(forge_judge_tree_sitter_python_0_21())
+        },
+        (Lang::Rust, true) => unsafe {
+            tree_sitter::Language::from_raw(forge_judge_tree_sitter_rust_0_21())
+        },
     }
 }
 
@@ -48,36 +67,35 @@ impl Grammar {
         Self { lang, compat }
     }
 
+    fn slot(&self) -> usize {
+        self.lang as usize * 2 + usize::from(self.compat)
+    }
+
     pub(crate) fn parse(&self, code: &str) -> Option<Tree> {
         PARSERS.with(|cell| {
             let mut parsers = cell.borrow_mut();
-            let slot = &mut parsers[self.lang as usize];
+            let slot = &mut parsers[self.slot()];
             if slot.is_none() {
                 let mut p = Parser::new();
-                p.set_language(&language(self.lang)).ok()?;
+                p.set_language(&language(self.lang, self.compat)).ok()?;
                 *slot = Some(p);
             }
             slot.as_mut()?.parse(code, None)
         })
     }
 
-    /// The node's type as the rules expect it.
-    pub(crate) fn kind(&self, node: &Node<'_>) -> &'static str {
-        let k = self.raw_kind(node);
-        if self.compat {
-            map_kind(self.lang, k)
-        } else {
-            k
-        }
-    }
-
-    /// `node.kind()` through a table built once per language (`Node::kind` re-measures and
+    /// `node.kind()` through a table built once per grammar (`Node::kind` re-measures and
     /// re-validates the C string on every call).
-    pub(crate) fn raw_kind(&self, node: &Node<'_>) -> &'static str {
+    pub(crate) fn kind(&self, node: &Node<'_>) -> &'static str {
         use std::sync::OnceLock;
-        static TABLES: [OnceLock<Vec<&'static str>>; 2] = [OnceLock::new(), OnceLock::new()];
-        let table = TABLES[self.lang as usize].get_or_init(|| {
-            let language = language(self.lang);
+        static TABLES: [OnceLock<Vec<&'static str>>; 4] = [
+            OnceLock::new(),
+            OnceLock::new(),
+            OnceLock::new(),
+            OnceLock::new(),
+        ];
+        let table = TABLES[self.slot()].get_or_init(|| {
+            let language = language(self.lang, self.compat);
             (0..language.node_kind_count())
                 .map(|id| {
                     u16::try_from(id)
@@ -91,45 +109,5 @@ impl Grammar {
             Some(k) if !k.is_empty() => k,
             _ => node.kind(),
         }
-    }
-
-    /// How the node prints in the S-expression of the grammar the mode targets.
-    pub(crate) fn shape(&self, node: &Node<'_>) -> Shape {
-        match (self.compat, self.lang) {
-            (true, Lang::Rust) => rust_shape(self.raw_kind(node), node),
-            _ => Shape::Keep,
-        }
-    }
-}
-
-/// How a node of today's grammar appears in the 0.21-era grammar's S-expression.
-pub(crate) enum Shape {
-    /// Same type and fields.
-    Keep,
-    /// Another type name, fields renamed `(new grammar, old grammar)`.
-    Rename(&'static str, &'static [(&'static str, &'static str)]),
-    /// No node in the old grammar: the children take its place.
-    Splice,
-}
-
-fn map_kind(_lang: Lang, k: &'static str) -> &'static str {
-    k
-}
-
-/// tree-sitter-rust 0.23 wrapped generic parameters in `type_parameter` / `lifetime_parameter`
-/// nodes; 0.21 had the bare name, `constrained_type_parameter left: … bounds: …` and
-/// `optional_type_parameter name: … default_type: …`.
-fn rust_shape(kind: &str, node: &Node<'_>) -> Shape {
-    match kind {
-        "type_parameter" | "lifetime_parameter" => {
-            let bounds = node.child_by_field_name("bounds").is_some();
-            let default = node.child_by_field_name("default_type").is_some();
-            match (bounds, default) {
-                (false, false) => Shape::Splice,
-                (true, false) => Shape::Rename("constrained_type_parameter", &[("name", "left")]),
-                _ => Shape::Rename("optional_type_parameter", &[]),
-            }
-        }
-        _ => Shape::Keep,
     }
 }

@@ -14,7 +14,7 @@
 //! Two modes. **compat** reproduces PyPI `codebleu==0.7.0` (with tree-sitter-python 0.21.0,
 //! tree-sitter-rust 0.21.2, `PYTHONHASHSEED=0`) to 1e-6, quirks included: the whitespace
 //! tokenizer, its keyword lists, dataflow counted as 1 in the sum when the reference has no
-//! dataflow, node types of the 0.21-era grammars. The **default** mode keeps the metric but
+//! dataflow, trees of the grammars codebleu is installed with (compiled by `build.rs`). The **default** mode keeps the metric but
 //! fixes the dataflow quirk: when the reference has no dataflow edge the dataflow weight is
 //! redistributed over the other three components and [`CodeBleuScore::warning`] says so.
 

@@ -4,9 +4,9 @@
 //! reference subtrees found in the candidate.
 
 use rustc_hash::FxHashMap;
-use tree_sitter::{Node, TreeCursor};
+use tree_sitter::Node;
 
-use super::grammar::{Grammar, Shape};
+use super::grammar::Grammar;
 
 /// The multiset of subtree S-expressions: each distinct string with its count.
 pub(crate) type Subtrees = FxHashMap<String, u32>;
@@ -20,68 +20,40 @@ enum Role {
     Verbatim,
     /// `(kind child child …)`.
     Node,
-    /// Absent from the old grammar: its children print in its place, without fields.
-    Splice,
 }
 
 struct Frame {
     role: Role,
-    /// The field this node has in its parent (already renamed; `None` under a splice).
+    /// The field this node has in its parent.
     field: Option<&'static str>,
-    renames: &'static [(&'static str, &'static str)],
-    /// `(kind …` so far (`Node`), the verbatim text, or the spliced children (each with its
-    /// leading space).
+    /// `(kind …` so far (`Node`) or the verbatim text.
     buf: String,
     listed: bool,
 }
 
 fn enter(g: &Grammar, node: &Node<'_>, field: Option<&'static str>, root: bool) -> Frame {
-    let listed = root || node.child_count() != 0 && !matches!(g.shape(node), Shape::Splice);
-    let (role, renames, buf) = if !(node.is_missing() || node.is_named()) {
-        (Role::Hidden, &[][..], String::new())
+    let listed = root || node.child_count() != 0;
+    let (role, buf) = if !(node.is_missing() || node.is_named()) {
+        (Role::Hidden, String::new())
     } else if node.is_error() && node.child_count() == 0 || node.is_missing() {
-        (Role::Verbatim, &[][..], node.to_sexp())
+        (Role::Verbatim, node.to_sexp())
     } else {
-        let (kind, renames): (&str, &'static [(&'static str, &'static str)]) = match g.shape(node) {
-            Shape::Keep => (g.raw_kind(node), &[]),
-            Shape::Rename(kind, renames) => (kind, renames),
-            Shape::Splice => ("", &[]),
-        };
-        if kind.is_empty() {
-            (Role::Splice, renames, String::new())
-        } else {
-            let mut buf = String::with_capacity(kind.len() + 16);
-            buf.push('(');
-            buf.push_str(kind);
-            (Role::Node, renames, buf)
-        }
+        let kind = g.kind(node);
+        let mut buf = String::with_capacity(kind.len() + 16);
+        buf.push('(');
+        buf.push_str(kind);
+        (Role::Node, buf)
     };
     Frame {
         role,
         field,
-        renames,
         buf,
         listed,
     }
 }
 
-/// The field name the cursor's node prints with inside `parent`.
-fn child_field(parent: &Frame, cursor: &TreeCursor<'_>) -> Option<&'static str> {
-    if parent.role == Role::Splice {
-        return None;
-    }
-    cursor.field_name().map(|f| {
-        parent
-            .renames
-            .iter()
-            .find(|(a, _)| *a == f)
-            .map_or(f, |(_, b)| *b)
-    })
-}
-
 /// The multiset of S-expressions of the root and of every node that has children (the
-/// subtrees codebleu walks), after the grammar's compat reshaping, each printed as
-/// `ts_node_string` prints it.
+/// subtrees codebleu walks), each printed as `ts_node_string` prints it.
 ///
 /// One walk: every node's text is built once, from its children's finished texts, so the cost
 /// is the total length of the strings rather than a tree walk per subtree. The walk is
@@ -92,7 +64,7 @@ pub(crate) fn subtree_counts(g: &Grammar, root: Node<'_>) -> Subtrees {
     let mut stack = vec![enter(g, &root, None, true)];
     loop {
         if cursor.goto_first_child() {
-            let field = stack.last().and_then(|p| child_field(p, &cursor));
+            let field = cursor.field_name();
             stack.push(enter(g, &cursor.node(), field, false));
             continue;
         }
@@ -105,34 +77,23 @@ pub(crate) fn subtree_counts(g: &Grammar, root: Node<'_>) -> Subtrees {
             }
             if let Some(parent) = stack.last_mut()
                 && parent.role != Role::Hidden
+                && frame.role != Role::Hidden
             {
-                match frame.role {
-                    Role::Hidden => {}
-                    Role::Splice => parent.buf.push_str(&frame.buf),
-                    Role::Verbatim | Role::Node => {
-                        parent.buf.push(' ');
-                        if let Some(f) = frame.field {
-                            parent.buf.push_str(f);
-                            parent.buf.push_str(": ");
-                        }
-                        parent.buf.push_str(&frame.buf);
-                    }
+                parent.buf.push(' ');
+                if let Some(f) = frame.field {
+                    parent.buf.push_str(f);
+                    parent.buf.push_str(": ");
                 }
+                parent.buf.push_str(&frame.buf);
             }
             if frame.listed {
-                let text = if frame.role == Role::Splice {
-                    // Printed into an empty buffer: no space before the first item.
-                    frame.buf.split_off(frame.buf.len().min(1))
-                } else {
-                    frame.buf
-                };
-                *out.entry(text).or_insert(0) += 1;
+                *out.entry(frame.buf).or_insert(0) += 1;
             }
             if stack.is_empty() {
                 return out;
             }
             if cursor.goto_next_sibling() {
-                let field = stack.last().and_then(|p| child_field(p, &cursor));
+                let field = cursor.field_name();
                 stack.push(enter(g, &cursor.node(), field, false));
                 break;
             }

@@ -10,8 +10,8 @@
 //! ```text
 //! parent ──fork──► middle: setpgid, join cgroup, unshare(USER|NET|PID|NS|IPC|UTS), uid/gid map
 //!                    └──fork──► init (PID 1 of the new PID namespace): private mounts, fresh /proc
-//!                                 └──fork──► sample (PID 2): rlimits, chdir, no_new_privs,
-//!                                            Landlock, seccomp, execve
+//!                                 └──fork──► sample (PID 2): chdir, no_new_privs, Landlock,
+//!                                            seccomp, rlimits, execve
 //! ```
 //!
 //! Init reaps orphans, waits for the sample with `wait4`, sends its wait status and resource
@@ -364,21 +364,6 @@ unsafe fn sample(plan: &Plan, ptrs: &ExecPtrs) -> ! {
             0,
         );
         libc::setpgid(0, 0);
-        for &(resource, value) in &plan.rlimits {
-            // CPU: the soft limit sends SIGXCPU, the hard limit one second later SIGKILL.
-            let hard = if resource == libc::RLIMIT_CPU as c_int {
-                value.saturating_add(1)
-            } else {
-                value
-            };
-            let lim = libc::rlimit {
-                rlim_cur: value,
-                rlim_max: hard,
-            };
-            if libc::setrlimit(resource as _, &lim) != 0 {
-                fail(st, Stage::Rlimit);
-            }
-        }
         if libc::chdir(plan.workdir.as_ptr()) != 0 {
             fail(st, Stage::Chdir);
         }
@@ -404,6 +389,24 @@ unsafe fn sample(plan: &Plan, ptrs: &ExecPtrs) -> ! {
             ) != 0
             {
                 fail(st, Stage::Seccomp);
+            }
+        }
+        // The limits come last: descriptors inherited from the (multi-threaded) parent stay
+        // open until exec, so with `RLIMIT_NOFILE` already lowered the Landlock ruleset's
+        // descriptor could find no free number below the limit (EMFILE).
+        for &(resource, value) in &plan.rlimits {
+            // CPU: the soft limit sends SIGXCPU, the hard limit one second later SIGKILL.
+            let hard = if resource == libc::RLIMIT_CPU as c_int {
+                value.saturating_add(1)
+            } else {
+                value
+            };
+            let lim = libc::rlimit {
+                rlim_cur: value,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(resource as _, &lim) != 0 {
+                fail(st, Stage::Rlimit);
             }
         }
         // Every inherited descriptor above stderr closes at exec (the status pipe included,

@@ -1,7 +1,15 @@
 """Write tests/data/codebleu_corpus.jsonl: reference/candidate pairs for the CodeBLEU peer test.
 
 Deterministic: base snippets x transforms (identical, renamed, reordered, partially wrong,
-truncated) plus degenerate pairs. Run: python3 make_corpus.py > ../data/codebleu_corpus.jsonl
+truncated) plus degenerate pairs and regression pairs. Run from this folder:
+
+    python3 make_corpus.py > ../data/codebleu_corpus.jsonl
+    PYTHONHASHSEED=0 <peers>/codebleu-venv/bin/python codebleu_ref.py ../data/codebleu_corpus.jsonl \
+        > codebleu_expected.jsonl
+
+The second line stores codebleu 0.7.0's scores (tree-sitter-python 0.21.0, tree-sitter-rust
+0.21.2) beside this script; tests/codebleu_peer.rs compares compat mode with that file always
+and with a live run of the peer when it is installed.
 """
 import json
 import re
@@ -210,5 +218,26 @@ DEGENERATE = [
     ("rust/comments", "rust", RS["parse"], "/* block */\n" + RS["parse"].replace("// normalise case", "// lower")),
 ]
 pairs += DEGENERATE
+
+# Regression pairs: trees whose error recovery depends on the grammar version (these differed
+# while compat mode parsed with tree-sitter-python 0.25 / tree-sitter-rust 0.24 and mapped node
+# types; codebleu 0.7.0 parses with 0.21.0 / 0.21.2, and so does compat mode now).
+REGRESSION = [
+    ("python/syntax-error/extra-line", "python", PY["fib"], "def fib(n:\n    return n +\n\nresult = None\n"),
+    ("rust/syntax-error/extra-line", "rust", RS["fib"], "fn fib(n: u32 -> u64 {\n    let a = ;\n\nlet result = 0;\n"),
+]
+# Every snippet cut in the middle (mid-token, mid-line): error recovery on all of them.
+for lang, base in (("python", PY), ("rust", RS)):
+    for name, code in base.items():
+        REGRESSION.append((f"{lang}/{name}/cut-mid-line", lang, code, code[: len(code) // 2]))
+# Generic parameters: the node shapes that changed between tree-sitter-rust 0.21 and 0.23.
+GENERIC = """fn pick<'a, 'b: 'a, T: Clone + Default, U = u8>(xs: &'a [T], _u: U) -> T where T: 'b {
+    let first = xs.first().cloned().unwrap_or_default();
+    first
+}
+"""
+REGRESSION.append(("rust/generics/renamed", "rust", GENERIC, GENERIC.replace("first", "head")))
+REGRESSION.append(("rust/generics/no-bounds", "rust", GENERIC, GENERIC.replace(": Clone + Default", "")))
+pairs += REGRESSION
 for pid, lang, ref, cand in pairs:
     print(json.dumps({"id": pid, "lang": lang, "reference": ref, "candidate": cand}))
