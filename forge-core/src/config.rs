@@ -477,7 +477,15 @@ impl ForgeFile {
                 name,
                 found,
                 expected,
-            } => bad(name, format!("{found}: expected {expected}")),
+            } => {
+                // forge-peft names the adapter keys without their table.
+                let key = if name.contains('.') {
+                    name.to_string()
+                } else {
+                    format!("adapter.{name}")
+                };
+                bad(&key, format!("{found}: expected {expected}"))
+            }
             other => bad("adapter", other.to_string()),
         })?;
 
