@@ -1,7 +1,8 @@
-//! The main job on the embedded default, as far as it is built.
+//! The MLX smoke checks and the table of pipeline stages.
 //!
-//! `cargo xtask demo` runs this through the `forge demo` CLI. Each pipeline
-//! issue replaces a "not built" stage with the real one.
+//! `cargo xtask demo` runs this (`forge demo`) first, then the real pipeline on
+//! the embedded default project (`forge run examples/demo`, see
+//! [`crate::pipeline`]).
 
 use std::fmt;
 
@@ -12,7 +13,7 @@ use crate::{Error, Result};
 /// Whether a pipeline stage exists yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StageStatus {
-    /// The stage runs in this demo.
+    /// The stage is built and runs in `forge run` (and so in `cargo xtask demo`).
     Built,
     /// The stage's library exists (usable from its crate and the CLI) but the
     /// demo does not run it yet.
@@ -36,7 +37,7 @@ pub struct Stage {
 
 /// The pipeline as it stands.
 pub fn stages() -> Vec<Stage> {
-    use StageStatus::{Built, Library, NotBuilt};
+    use StageStatus::Built;
     vec![
         Stage {
             name: "mlx",
@@ -47,37 +48,37 @@ pub fn stages() -> Vec<Stage> {
         Stage {
             name: "mine",
             what: "repository -> semantic units -> dataset",
-            status: Library,
+            status: Built,
             owner: "forge-miner",
         },
         Stage {
             name: "load",
             what: "pretrained model from GGUF / Hugging Face",
-            status: Library,
+            status: Built,
             owner: "forge-model",
         },
         Stage {
             name: "train",
             what: "adapter fine-tuning",
-            status: Library,
+            status: Built,
             owner: "forge-peft",
         },
         Stage {
             name: "judge",
             what: "perplexity, CodeBLEU, pass@k, gate",
-            status: Library,
+            status: Built,
             owner: "forge-judge",
         },
         Stage {
             name: "export",
             what: "GGUF + Ollama Modelfile",
-            status: Library,
+            status: Built,
             owner: "forge-gguf",
         },
         Stage {
             name: "deploy",
-            what: "registry, llama.cpp / Ollama",
-            status: NotBuilt,
+            what: "registry (SQLite), Modelfile, Ollama",
+            status: Built,
             owner: "forge-core",
         },
     ]

@@ -12,22 +12,20 @@ fn demo_runs_and_lists_every_stage() {
         ["mlx", "mine", "load", "train", "judge", "export", "deploy"]
     );
     let text = report.to_string();
-    assert!(text.contains("not built yet"));
+    assert!(!text.contains("not built yet") && !text.contains("library only"));
     assert!(text.contains("matmul f32"));
 }
 
 #[test]
-fn only_built_stages_claim_to_be_built() {
+fn every_stage_is_built() {
     let built: Vec<_> = stages()
         .into_iter()
         .filter(|s| s.status == StageStatus::Built)
         .map(|s| s.name)
         .collect();
-    assert_eq!(built, ["mlx"]);
-    let library: Vec<_> = stages()
-        .into_iter()
-        .filter(|s| s.status == StageStatus::Library)
-        .map(|s| s.name)
-        .collect();
-    assert_eq!(library, ["mine", "load", "train", "judge", "export"]);
+    // Every stage runs in `forge run` (the pipeline), which `cargo xtask demo` runs.
+    assert_eq!(
+        built,
+        ["mlx", "mine", "load", "train", "judge", "export", "deploy"]
+    );
 }
