@@ -16,7 +16,8 @@ pub(crate) struct RefGrams<'a> {
     vocab: FxHashMap<&'a str, u32>,
     words: Vec<&'a str>,
     unigrams: Vec<u32>,
-    grams: [FxHashMap<u128, u32>; 3],
+    /// Bigrams to 4-grams: packed ids → (number of the n-gram among its order, count).
+    grams: [FxHashMap<u128, (u32, u32)>; 3],
 }
 
 fn pack(ids: &[u32]) -> u128 {
@@ -47,7 +48,8 @@ impl<'a> RefGrams<'a> {
         for (i, map) in out.grams.iter_mut().enumerate() {
             let n = i + 2;
             for w in ids.windows(n) {
-                *map.entry(pack(w)).or_insert(0) += 1;
+                let next = map.len() as u32;
+                map.entry(pack(w)).or_insert((next, 0)).1 += 1;
             }
         }
         out
@@ -83,19 +85,24 @@ pub(crate) fn overlap(reference: &RefGrams<'_>, hyp: &[&str]) -> Overlap {
         .zip(&reference.unigrams)
         .map(|(&h, &r)| u64::from(h.min(r)))
         .sum();
-    let mut counts: FxHashMap<u128, u32> = FxHashMap::default();
+    // Each hypothesis n-gram the reference has is counted under the reference's number for
+    // it; the others cannot match.
+    let mut counts: Vec<u32> = Vec::new();
     for (i, slot) in matched.iter_mut().enumerate().skip(1) {
         let n = i + 1;
+        let rmap = &reference.grams[i - 1];
         counts.clear();
+        counts.resize(rmap.len(), 0);
         for w in ids.windows(n) {
-            if !w.contains(&UNKNOWN) {
-                *counts.entry(pack(w)).or_insert(0) += 1;
+            if !w.contains(&UNKNOWN)
+                && let Some(&(id, _)) = rmap.get(&pack(w))
+            {
+                counts[id as usize] += 1;
             }
         }
-        let rmap = &reference.grams[i - 1];
-        *slot = counts
-            .iter()
-            .map(|(k, &h)| u64::from(h.min(rmap.get(k).copied().unwrap_or(0))))
+        *slot = rmap
+            .values()
+            .map(|&(id, r)| u64::from(r.min(counts[id as usize])))
             .sum();
     }
     Overlap {

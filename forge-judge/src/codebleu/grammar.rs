@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 
-use tree_sitter::{Node, Parser, Tree};
+use tree_sitter::{Parser, Tree};
 
 use super::Lang;
 
@@ -84,30 +84,90 @@ impl Grammar {
         })
     }
 
-    /// `node.kind()` through a table built once per grammar (`Node::kind` re-measures and
-    /// re-validates the C string on every call).
-    pub(crate) fn kind(&self, node: &Node<'_>) -> &'static str {
+    /// Node kind names, the canonical code of each kind's name, and the field ids the rules
+    /// use, built once per grammar.
+    fn info(&self) -> &'static Info {
         use std::sync::OnceLock;
-        static TABLES: [OnceLock<Vec<&'static str>>; 4] = [
+        static INFO: [OnceLock<Info>; 4] = [
             OnceLock::new(),
             OnceLock::new(),
             OnceLock::new(),
             OnceLock::new(),
         ];
-        let table = TABLES[self.slot()].get_or_init(|| {
+        INFO[self.slot()].get_or_init(|| {
             let language = language(self.lang, self.compat);
-            (0..language.node_kind_count())
+            let kinds: Vec<&'static str> = (0..language.node_kind_count())
                 .map(|id| {
                     u16::try_from(id)
                         .ok()
                         .and_then(|id| language.node_kind_for_id(id))
                         .unwrap_or("")
                 })
-                .collect()
-        });
-        match table.get(usize::from(node.kind_id())) {
-            Some(k) if !k.is_empty() => k,
-            _ => node.kind(),
+                .collect();
+            // Several symbols can print the same name (aliases): the first one's id stands
+            // for all of them.
+            let named = (0..kinds.len())
+                .map(|id| u16::try_from(id).is_ok_and(|id| language.node_kind_is_named(id)))
+                .collect();
+            let mut first = rustc_hash::FxHashMap::default();
+            let canon = kinds
+                .iter()
+                .enumerate()
+                .map(|(i, k)| *first.entry(*k).or_insert(i as u32))
+                .collect();
+            let field = |name: &str| language.field_id_for_name(name).map_or(0, |f| f.get());
+            Info {
+                fields: Fields {
+                    left: field("left"),
+                    right: field("right"),
+                    name: field("name"),
+                    value: field("value"),
+                },
+                kinds,
+                named,
+                canon,
+            }
+        })
+    }
+
+    /// Name and whether it is a named node, of a (visible, already aliased) symbol; `None`
+    /// for symbols outside the table (`ERROR`).
+    pub(crate) fn symbol(&self, symbol: u16) -> Option<(&'static str, bool)> {
+        let info = self.info();
+        let i = usize::from(symbol);
+        match info.kinds.get(i) {
+            Some(k) if !k.is_empty() => Some((k, info.named[i])),
+            _ => None,
         }
     }
+
+    /// A number that is equal for two symbols exactly when they print the same name.
+    pub(crate) fn name_code(&self, symbol: u16) -> u32 {
+        self.info()
+            .canon
+            .get(usize::from(symbol))
+            .copied()
+            .unwrap_or(0x1_0000 + u32::from(symbol))
+    }
+
+    /// Ids of the fields the dataflow rules look up (0: not in this grammar).
+    pub(crate) fn fields(&self) -> Fields {
+        self.info().fields
+    }
+}
+
+struct Info {
+    kinds: Vec<&'static str>,
+    named: Vec<bool>,
+    canon: Vec<u32>,
+    fields: Fields,
+}
+
+/// Field ids of one grammar.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Fields {
+    pub(crate) left: u16,
+    pub(crate) right: u16,
+    pub(crate) name: u16,
+    pub(crate) value: u16,
 }

@@ -24,6 +24,7 @@ mod grammar;
 mod pyset;
 mod strip;
 mod syntax;
+mod tree;
 
 use std::fmt;
 use std::str::FromStr;
@@ -163,35 +164,44 @@ impl CodeBleu {
         self.lang
     }
 
-    /// One snippet's tokens, subtrees and dataflow edges, and its n-gram counts when it is
-    /// a reference.
-    fn prepare<'a>(&self, text: &'a str, reference: bool) -> Prepared<'a> {
+    /// One snippet's tokens, flattened tree and dataflow edges.
+    fn analyse<'a>(
+        &self,
+        text: &'a str,
+    ) -> (Vec<&'a str>, Option<(tree::Flat, Vec<dataflow::NormEdge>)>) {
         let text = py_strip(text);
         let tokens = py_split(text);
-        let ngrams = if reference {
-            bleu::RefGrams::new(&tokens)
-        } else {
-            bleu::RefGrams::default()
-        };
         let code = match self.lang {
             Lang::Python => strip::strip_python(text),
             Lang::Rust => strip::strip_c_like(text),
         };
         let g = grammar::Grammar::new(self.lang, self.compat);
-        let Some(tree) = g.parse(&code) else {
-            return Prepared {
-                tokens,
-                ngrams,
-                tree: None,
-            };
+        let Some(parsed) = g.parse(&code) else {
+            return (tokens, None);
         };
-        let subtrees = syntax::subtree_counts(&g, tree.root_node());
-        let kind = |n: &tree_sitter::Node<'_>| g.kind(n);
-        let dataflow = dataflow::normalized_dataflow(self.lang, &code, tree.root_node(), &kind);
+        let flat = tree::flatten(&g, &parsed);
+        drop(parsed);
+        let dataflow = dataflow::normalized_dataflow(&g, self.lang, &code, &flat);
+        (tokens, Some((flat, dataflow)))
+    }
+
+    /// A reference: its n-gram counts and numbered subtrees besides.
+    fn prepare_reference<'a>(&self, text: &'a str) -> Prepared<'a, syntax::RefSubtrees> {
+        let (tokens, tree) = self.analyse(text);
+        let g = grammar::Grammar::new(self.lang, self.compat);
         Prepared {
+            ngrams: bleu::RefGrams::new(&tokens),
             tokens,
-            ngrams,
-            tree: Some((subtrees, dataflow)),
+            tree: tree.map(|(flat, df)| (syntax::RefSubtrees::new(&g, &flat), df)),
+        }
+    }
+
+    fn prepare_candidate<'a>(&self, text: &'a str) -> Prepared<'a, tree::Flat> {
+        let (tokens, tree) = self.analyse(text);
+        Prepared {
+            ngrams: bleu::RefGrams::default(),
+            tokens,
+            tree,
         }
     }
 
@@ -199,12 +209,16 @@ impl CodeBleu {
     #[must_use]
     pub fn score(&self, reference: &str, candidate: &str) -> CodeBleuScore {
         self.combine(
-            &self.prepare(reference, true),
-            &self.prepare(candidate, false),
+            &self.prepare_reference(reference),
+            &self.prepare_candidate(candidate),
         )
     }
 
-    fn combine(&self, reference: &Prepared<'_>, candidate: &Prepared<'_>) -> CodeBleuScore {
+    fn combine(
+        &self,
+        reference: &Prepared<'_, syntax::RefSubtrees>,
+        candidate: &Prepared<'_, tree::Flat>,
+    ) -> CodeBleuScore {
         let overlap = bleu::overlap(&reference.ngrams, &candidate.tokens);
         let ngram = bleu::bleu(&reference.ngrams, &overlap);
         let weighted = bleu::weighted_ngram_match(
@@ -216,7 +230,8 @@ impl CodeBleu {
         );
         let (syntax, dataflow, df_total) = match (&reference.tree, &candidate.tree) {
             (Some((rs, rd)), Some((cs, cd))) => {
-                let (m, t) = syntax::match_counts(rs, cs);
+                let g = grammar::Grammar::new(self.lang, self.compat);
+                let (m, t) = rs.match_counts(&g, cs);
                 let (dm, dt) = dataflow::match_counts(rd, cd);
                 let df = if dt == 0 { 0.0 } else { dm as f64 / dt as f64 };
                 (if t == 0 { 0.0 } else { m as f64 / t as f64 }, df, dt)
@@ -281,11 +296,14 @@ impl CodeBleu {
                 })
             })
             .collect();
-        let refs: Vec<Prepared<'_>> = distinct.par_iter().map(|r| self.prepare(r, true)).collect();
+        let refs: Vec<Prepared<'_, syntax::RefSubtrees>> = distinct
+            .par_iter()
+            .map(|r| self.prepare_reference(r))
+            .collect();
         pairs
             .par_iter()
             .zip(ref_of)
-            .map(|((_, c), r)| self.combine(&refs[r], &self.prepare(c.as_ref(), false)))
+            .map(|((_, c), r)| self.combine(&refs[r], &self.prepare_candidate(c.as_ref())))
             .collect()
     }
 
@@ -297,21 +315,22 @@ impl CodeBleu {
         reference: &str,
         candidates: &[C],
     ) -> Vec<CodeBleuScore> {
-        let r = self.prepare(reference, true);
+        let r = self.prepare_reference(reference);
         candidates
             .par_iter()
-            .map(|c| self.combine(&r, &self.prepare(c.as_ref(), false)))
+            .map(|c| self.combine(&r, &self.prepare_candidate(c.as_ref())))
             .collect()
     }
 }
 
-/// One snippet analysed for every component.
-struct Prepared<'a> {
+/// One snippet analysed for every component: `S` is the reference's numbered subtrees or a
+/// candidate's flattened tree.
+struct Prepared<'a, S> {
     tokens: Vec<&'a str>,
     /// Used when the snippet is the reference.
     ngrams: bleu::RefGrams<'a>,
-    /// Subtrees and normalised dataflow; `None` when tree-sitter returned no tree.
-    tree: Option<(syntax::Subtrees, Vec<dataflow::NormEdge>)>,
+    /// Syntax and normalised dataflow; `None` when tree-sitter returned no tree.
+    tree: Option<(S, Vec<dataflow::NormEdge>)>,
 }
 
 /// Python's `str.isspace` for one character (Unicode whitespace plus `\x1c`..`\x1f`).

@@ -19,9 +19,16 @@ enum Kind {
 
 struct Tok {
     kind: Kind,
-    text: String,
+    text: Text,
     start: (usize, usize),
     end: (usize, usize),
+}
+
+/// A token's text: characters `a..b` of line `line` (0-based), or text of its own (strings
+/// continued over lines).
+enum Text {
+    Span(usize, usize, usize),
+    Owned(String),
 }
 
 struct Raise;
@@ -102,11 +109,7 @@ fn find_single_cont(line: &[char], q: char) -> Option<usize> {
     None
 }
 
-fn tokenize(source: &str) -> Result<Vec<Tok>, Raise> {
-    let lines: Vec<Vec<char>> = source
-        .split_inclusive('\n')
-        .map(|l| l.chars().collect())
-        .collect();
+fn tokenize(lines: &[Vec<char>]) -> Result<Vec<Tok>, Raise> {
     let mut toks = Vec::new();
     let mut indents = vec![0usize];
     let mut parenlev: i64 = 0;
@@ -134,7 +137,7 @@ fn tokenize(source: &str) -> Result<Vec<Tok>, Raise> {
                 text.extend(&line[..end]);
                 toks.push(Tok {
                     kind: Kind::String,
-                    text,
+                    text: Text::Owned(text),
                     start: strstart,
                     end: (lnum, end),
                 });
@@ -146,7 +149,7 @@ fn tokenize(source: &str) -> Result<Vec<Tok>, Raise> {
                 text.extend(line.iter());
                 toks.push(Tok {
                     kind: Kind::Other,
-                    text,
+                    text: Text::Owned(text),
                     start: strstart,
                     end: (lnum, max),
                 });
@@ -181,7 +184,7 @@ fn tokenize(source: &str) -> Result<Vec<Tok>, Raise> {
                     }
                     toks.push(Tok {
                         kind: Kind::Comment,
-                        text: line[pos..end].iter().collect(),
+                        text: Text::Span(lnum - 1, pos, end),
                         start: (lnum, pos),
                         end: (lnum, end),
                     });
@@ -189,7 +192,7 @@ fn tokenize(source: &str) -> Result<Vec<Tok>, Raise> {
                 }
                 toks.push(Tok {
                     kind: Kind::Other,
-                    text: line[pos..].iter().collect(),
+                    text: Text::Span(lnum - 1, pos, max),
                     start: (lnum, pos),
                     end: (lnum, max),
                 });
@@ -199,7 +202,7 @@ fn tokenize(source: &str) -> Result<Vec<Tok>, Raise> {
                 indents.push(column);
                 toks.push(Tok {
                     kind: Kind::Indent,
-                    text: line[..pos].iter().collect(),
+                    text: Text::Span(lnum - 1, 0, pos),
                     start: (lnum, 0),
                     end: (lnum, pos),
                 });
@@ -211,7 +214,7 @@ fn tokenize(source: &str) -> Result<Vec<Tok>, Raise> {
                 indents.pop();
                 toks.push(Tok {
                     kind: Kind::Other,
-                    text: String::new(),
+                    text: Text::Span(lnum - 1, pos, pos),
                     start: (lnum, pos),
                     end: (lnum, pos),
                 });
@@ -234,7 +237,7 @@ fn tokenize(source: &str) -> Result<Vec<Tok>, Raise> {
             let c = line[start];
             let tok = |kind, end: usize| Tok {
                 kind,
-                text: line[start..end].iter().collect(),
+                text: Text::Span(lnum - 1, start, end),
                 start: (lnum, start),
                 end: (lnum, end),
             };
@@ -304,7 +307,7 @@ fn tokenize(source: &str) -> Result<Vec<Tok>, Raise> {
                         // No pseudo-token matches: ERRORTOKEN of the character at `pos`.
                         toks.push(Tok {
                             kind: Kind::Other,
-                            text: line[pos].to_string(),
+                            text: Text::Span(lnum - 1, pos, pos + 1),
                             start: (lnum, pos),
                             end: (lnum, pos + 1),
                         });
@@ -368,8 +371,16 @@ fn tokenize(source: &str) -> Result<Vec<Tok>, Raise> {
 
 /// `remove_comments_and_docstrings(source, "python")` of codebleu.
 pub(crate) fn strip_python(source: &str) -> String {
-    let Ok(toks) = tokenize(source) else {
+    let lines: Vec<Vec<char>> = source
+        .split_inclusive('\n')
+        .map(|l| l.chars().collect())
+        .collect();
+    let Ok(toks) = tokenize(&lines) else {
         return source.to_string();
+    };
+    let push = |out: &mut String, text: &Text| match text {
+        Text::Span(l, a, b) => out.extend(&lines[*l][*a..*b]),
+        Text::Owned(t) => out.push_str(t),
     };
     let mut out = String::with_capacity(source.len());
     let mut prev = Kind::Indent;
@@ -387,10 +398,10 @@ pub(crate) fn strip_python(source: &str) -> String {
             Kind::Comment => {}
             Kind::String => {
                 if prev != Kind::Indent && prev != Kind::Newline && sc > 0 {
-                    out.push_str(&t.text);
+                    push(&mut out, &t.text);
                 }
             }
-            _ => out.push_str(&t.text),
+            _ => push(&mut out, &t.text),
         }
         prev = t.kind;
         last_col = t.end.1;
@@ -407,43 +418,46 @@ fn drop_blank_lines(s: &str) -> String {
     kept.join("\n")
 }
 
-/// `remove_comments_and_docstrings(source, "rust")` of codebleu (the C-family regex).
+/// `remove_comments_and_docstrings(source, "rust")` of codebleu (the C-family regex). Every
+/// character the pattern looks at is ASCII, so it runs on the UTF-8 bytes and copies the text
+/// between matches whole.
 pub(crate) fn strip_c_like(source: &str) -> String {
-    let s: Vec<char> = source.chars().collect();
+    let s = source.as_bytes();
     let mut out = String::with_capacity(source.len());
+    // Text before `i` not yet copied starts at `copied`.
+    let mut copied = 0;
     let mut i = 0;
     while i < s.len() {
         let c = s[i];
-        if c == '/' && s.get(i + 1) == Some(&'/') {
-            let mut j = i;
-            while j < s.len() && s[j] != '\n' {
-                j += 1;
-            }
+        if c == b'/' && s.get(i + 1) == Some(&b'/') {
+            let j = s[i..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(s.len(), |p| i + p);
+            out.push_str(&source[copied..i]);
             out.push(' ');
             i = j;
+            copied = j;
             continue;
         }
-        if c == '/' && s.get(i + 1) == Some(&'*') {
-            let mut j = i + 2;
-            let mut end = None;
-            while j + 1 < s.len() {
-                if s[j] == '*' && s[j + 1] == '/' {
-                    end = Some(j + 2);
-                    break;
-                }
-                j += 1;
-            }
+        if c == b'/' && s.get(i + 1) == Some(&b'*') {
+            let end = s
+                .get(i + 2..)
+                .and_then(|rest| rest.windows(2).position(|w| w == b"*/"))
+                .map(|p| i + 2 + p + 2);
             if let Some(end) = end {
+                out.push_str(&source[copied..i]);
                 out.push(' ');
                 i = end;
+                copied = end;
                 continue;
             }
         }
-        if c == '\'' || c == '"' {
+        if c == b'\'' || c == b'"' {
             let mut j = i + 1;
             let mut end = None;
             while j < s.len() {
-                if s[j] == '\\' {
+                if s[j] == b'\\' {
                     if j + 1 < s.len() {
                         j += 2;
                         continue;
@@ -457,13 +471,12 @@ pub(crate) fn strip_c_like(source: &str) -> String {
                 j += 1;
             }
             if let Some(end) = end {
-                out.extend(&s[i..end]);
                 i = end;
                 continue;
             }
         }
-        out.push(c);
         i += 1;
     }
+    out.push_str(&source[copied..]);
     drop_blank_lines(&out)
 }

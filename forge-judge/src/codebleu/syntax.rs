@@ -2,158 +2,224 @@
 //! children, as an S-expression of node types and field names, the format of
 //! `ts_node_string`) that also occur in the candidate's tree. Like codebleu 0.7.0 it counts
 //! reference subtrees found in the candidate.
+//!
+//! No string is printed: two subtrees print the same S-expression exactly when they have the
+//! same printed name and the same list of (field, child S-expression) over their printed
+//! children, so each distinct subtree gets a number by hash-consing that list (exact keys, no
+//! hash is trusted for equality). The reference numbers its subtrees; a candidate's subtree
+//! only needs the reference's number, and one with a child the reference lacks cannot match.
 
 use rustc_hash::FxHashMap;
-use tree_sitter::Node;
 
 use super::grammar::Grammar;
-
-/// The multiset of subtree S-expressions: each distinct string with its count.
-pub(crate) type Subtrees = FxHashMap<String, u32>;
+use super::tree::{Flat, NONE};
 
 /// What a node contributes to its parent's S-expression.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Role {
-    /// Neither named nor missing: prints nothing, its children do not print into the parent.
+    /// Neither named nor missing: prints nothing, and its children do not print into it.
     Hidden,
     /// `(UNEXPECTED …)` / `(MISSING …)`: the library's own text.
     Verbatim,
-    /// `(kind child child …)`.
+    /// `(kind field: child …)`.
     Node,
 }
 
-struct Frame {
-    role: Role,
-    /// The field this node has in its parent.
-    field: Option<&'static str>,
-    /// `(kind …` so far (`Node`) or the verbatim text.
-    buf: String,
-    listed: bool,
-}
-
-fn enter(g: &Grammar, node: &Node<'_>, field: Option<&'static str>, root: bool) -> Frame {
-    let listed = root || node.child_count() != 0;
-    let (role, buf) = if !(node.is_missing() || node.is_named()) {
-        (Role::Hidden, String::new())
-    } else if node.is_error() && node.child_count() == 0 || node.is_missing() {
-        (Role::Verbatim, node.to_sexp())
+fn role(flat: &Flat, i: u32) -> Role {
+    let n = flat.node(i);
+    if !(n.missing || n.named) {
+        Role::Hidden
+    } else if n.verbatim != NONE {
+        Role::Verbatim
     } else {
-        let kind = g.kind(node);
-        let mut buf = String::with_capacity(kind.len() + 16);
-        buf.push('(');
-        buf.push_str(kind);
-        (Role::Node, buf)
-    };
-    Frame {
-        role,
-        field,
-        buf,
-        listed,
+        Role::Node
     }
 }
 
-/// The multiset of S-expressions of the root and of every node that has children (the
-/// subtrees codebleu walks), each printed as `ts_node_string` prints it.
-///
-/// One walk: every node's text is built once, from its children's finished texts, so the cost
-/// is the total length of the strings rather than a tree walk per subtree. The walk is
-/// iterative (no recursion on deep user input).
-pub(crate) fn subtree_counts(g: &Grammar, root: Node<'_>) -> Subtrees {
-    let mut out = Subtrees::default();
-    let mut cursor = root.walk();
-    let mut stack = vec![enter(g, &root, None, true)];
-    loop {
-        if cursor.goto_first_child() {
-            let field = cursor.field_name();
-            stack.push(enter(g, &cursor.node(), field, false));
+/// Key tags: the first element of a node's key.
+const HIDDEN: u32 = u32::MAX;
+
+/// Whether codebleu lists node `i`'s subtree: the root and every node with children.
+fn listed(flat: &Flat, i: u32) -> bool {
+    i == 0 || !flat.children(i).is_empty()
+}
+
+/// Writes node `i`'s key (printed name, then field and number of each printed child) into
+/// `key`; `None` when a printed child has no number.
+fn node_key(g: &Grammar, flat: &Flat, ids: &[u32], i: u32, key: &mut Vec<u32>) -> Option<()> {
+    key.clear();
+    if role(flat, i) == Role::Hidden {
+        key.push(HIDDEN);
+        return Some(());
+    }
+    key.push(g.name_code(flat.node(i).symbol));
+    for &c in flat.children(i) {
+        if role(flat, c) == Role::Hidden {
             continue;
         }
-        loop {
-            let Some(mut frame) = stack.pop() else {
-                return out;
-            };
-            if frame.role == Role::Node {
-                frame.buf.push(')');
-            }
-            if let Some(parent) = stack.last_mut()
-                && parent.role != Role::Hidden
-                && frame.role != Role::Hidden
-            {
-                parent.buf.push(' ');
-                if let Some(f) = frame.field {
-                    parent.buf.push_str(f);
-                    parent.buf.push_str(": ");
-                }
-                parent.buf.push_str(&frame.buf);
-            }
-            if frame.listed {
-                *out.entry(frame.buf).or_insert(0) += 1;
-            }
-            if stack.is_empty() {
-                return out;
-            }
-            if cursor.goto_next_sibling() {
-                let field = cursor.field_name();
-                stack.push(enter(g, &cursor.node(), field, false));
-                break;
-            }
-            cursor.goto_parent();
+        let id = ids[c as usize];
+        if id == NONE {
+            return None;
         }
+        key.push(u32::from(flat.node(c).field));
+        key.push(id);
     }
+    Some(())
 }
 
-/// (matched, total) reference subtrees: reference subtrees (with multiplicity) whose text
-/// occurs in the candidate.
-pub(crate) fn match_counts(reference: &Subtrees, candidate: &Subtrees) -> (usize, usize) {
-    let mut matched = 0;
-    let mut total = 0;
-    for (s, &n) in reference {
-        total += n as usize;
-        if candidate.contains_key(s) {
-            matched += n as usize;
-        }
+/// The reference's subtrees: a number for every distinct subtree (listed or not, since
+/// listed subtrees are made of them) and how many times each listed one occurs.
+#[derive(Default)]
+pub(crate) struct RefSubtrees {
+    keys: FxHashMap<Box<[u32]>, u32>,
+    texts: FxHashMap<String, u32>,
+    /// Listed occurrences by number.
+    count: Vec<u32>,
+    total: usize,
+}
+
+impl RefSubtrees {
+    fn number(&mut self, fresh: impl FnOnce(&mut Self, u32)) -> u32 {
+        let id = self.count.len() as u32;
+        self.count.push(0);
+        fresh(self, id);
+        id
     }
-    (matched, total)
+
+    pub(crate) fn new(g: &Grammar, flat: &Flat) -> Self {
+        let mut out = RefSubtrees::default();
+        let mut ids = vec![NONE; flat.nodes.len()];
+        let mut key = Vec::new();
+        for i in (0..flat.nodes.len() as u32).rev() {
+            let n = flat.node(i);
+            let id = if n.verbatim != NONE && role(flat, i) == Role::Verbatim {
+                let text = &flat.verbatim[n.verbatim as usize];
+                match out.texts.get(text) {
+                    Some(&id) => id,
+                    None => out.number(|s, id| {
+                        s.texts.insert(text.clone(), id);
+                    }),
+                }
+            } else {
+                // Every child of a reference node has a number.
+                let _ = node_key(g, flat, &ids, i, &mut key);
+                match out.keys.get(key.as_slice()) {
+                    Some(&id) => id,
+                    None => out.number(|s, id| {
+                        s.keys.insert(key.as_slice().into(), id);
+                    }),
+                }
+            };
+            ids[i as usize] = id;
+            if listed(flat, i) {
+                out.count[id as usize] += 1;
+                out.total += 1;
+            }
+        }
+        out
+    }
+
+    /// (matched, total) reference subtrees: reference subtrees (with multiplicity) that also
+    /// occur among the candidate's listed subtrees.
+    pub(crate) fn match_counts(&self, g: &Grammar, cand: &Flat) -> (usize, usize) {
+        let mut ids = vec![NONE; cand.nodes.len()];
+        let mut present = vec![false; self.count.len()];
+        let mut key = Vec::new();
+        for i in (0..cand.nodes.len() as u32).rev() {
+            let n = cand.node(i);
+            let id = if n.verbatim != NONE && role(cand, i) == Role::Verbatim {
+                self.texts
+                    .get(&cand.verbatim[n.verbatim as usize])
+                    .copied()
+                    .unwrap_or(NONE)
+            } else if node_key(g, cand, &ids, i, &mut key).is_some() {
+                self.keys.get(key.as_slice()).copied().unwrap_or(NONE)
+            } else {
+                NONE
+            };
+            ids[i as usize] = id;
+            if id != NONE && listed(cand, i) {
+                present[id as usize] = true;
+            }
+        }
+        let matched = self
+            .count
+            .iter()
+            .zip(&present)
+            .filter(|&(_, &p)| p)
+            .map(|(&c, _)| c as usize)
+            .sum();
+        (matched, self.total)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::codebleu::Lang;
+    use crate::codebleu::tree::flatten;
 
-    /// Without compat reshaping every listed subtree prints exactly as `ts_node_string`.
+    /// Subtree S-expressions as codebleu lists them, printed by tree-sitter itself.
+    fn sexps(tree: &tree_sitter::Tree) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![tree.root_node()];
+        let mut root = true;
+        while let Some(n) = stack.pop() {
+            if root || n.child_count() != 0 {
+                out.push(n.to_sexp());
+            }
+            root = false;
+            let mut c = n.walk();
+            stack.extend(n.children(&mut c));
+        }
+        out
+    }
+
+    /// The numbering agrees with string equality of `ts_node_string`: the match counts equal
+    /// those computed from the printed S-expressions, on valid and broken code.
     #[test]
-    fn one_walk_equals_ts_node_string_per_subtree() {
-        for (lang, code) in [
+    fn numbering_equals_printed_sexp_matching() {
+        let snippets = [
             (
                 Lang::Rust,
                 "fn f<'a, T: Clone>(x: &'a T) -> Option<T> { let y = x.clone(); if let Some(z) = y { z } else { y } }\nfn g( {",
             ),
             (
+                Lang::Rust,
+                "fn f<T: Clone>(x: &T) -> T { let y = x.clone(); y }\nstruct S { a: u8 }\nfn g( {",
+            ),
+            (
+                Lang::Rust,
+                "fn h(x: u8) -> u8 { let y = x; match y { 0 => 1, _ => y } }",
+            ),
+            (
                 Lang::Python,
                 "def f(a, b=1, *c):\n    if a:\n        return [x for x in c if x]\n    return b +\n",
             ),
-        ] {
-            let g = Grammar::new(lang, false);
-            let tree = g.parse(code).expect("parse");
-            let mut expected = Subtrees::default();
-            let mut stack = vec![tree.root_node()];
-            while let Some(n) = stack.pop() {
-                *expected.entry(n.to_sexp()).or_insert(0) += 1;
-                let mut c = n.walk();
-                stack.extend(n.children(&mut c).filter(|c| c.child_count() != 0));
+            (
+                Lang::Python,
+                "def f(a, b=2, *c):\n    if a:\n        return [x for x in c]\n    return b\n",
+            ),
+            (Lang::Python, "def g(:\n    return ( b +\n"),
+        ];
+        for compat in [false, true] {
+            for (lang_r, r) in snippets {
+                for (lang_c, c) in snippets {
+                    if lang_r != lang_c {
+                        continue;
+                    }
+                    let g = Grammar::new(lang_r, compat);
+                    let (rt, ct) = (g.parse(r).expect("parse"), g.parse(c).expect("parse"));
+                    let want = {
+                        let (rs, cs) = (sexps(&rt), sexps(&ct));
+                        let cset: std::collections::HashSet<&String> = cs.iter().collect();
+                        (rs.iter().filter(|s| cset.contains(s)).count(), rs.len())
+                    };
+                    let reference = RefSubtrees::new(&g, &flatten(&g, &rt));
+                    let got = reference.match_counts(&g, &flatten(&g, &ct));
+                    assert_eq!(got, want, "{lang_r} compat={compat}\n{r}\n---\n{c}");
+                }
             }
-            assert_eq!(subtree_counts(&g, tree.root_node()), expected, "{lang}");
         }
-    }
-
-    #[test]
-    fn match_counts_counts_reference_multiplicity() {
-        let r: Subtrees = [("(a)".to_string(), 3), ("(b)".to_string(), 1)]
-            .into_iter()
-            .collect();
-        let c: Subtrees = [("(a)".to_string(), 1)].into_iter().collect();
-        assert_eq!(match_counts(&r, &c), (3, 4));
-        assert_eq!(match_counts(&c, &r), (1, 1));
     }
 }
