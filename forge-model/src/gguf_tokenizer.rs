@@ -22,9 +22,12 @@
 //!   (applied one after the other, each match and each gap becoming a piece,
 //!   as llama.cpp's `unicode_regex_split` does), then the GPT-2 byte → char
 //!   map ([`PRE_TOKENIZER_NAMES`] lists the names known);
-//! - added tokens: every token of type control (3, special) or user-defined
-//!   (4), matched in the raw text before pre-tokenization, as llama.cpp does
-//!   when parsing special tokens;
+//! - added tokens: every token of type control (3) or unknown (2), both
+//!   special, or user-defined (4), plus the end-of-generation / end-of-turn /
+//!   fill-in-the-middle tokens llama.cpp makes control by their text (`</s>`
+//!   in Qwen2's vocabulary is type 1), matched in the raw text before
+//!   pre-tokenization as llama.cpp does (special ones only when parsing
+//!   special tokens: [`Tokenizer::encode_with`]);
 //! - special ids: `tokenizer.ggml.{bos,eos}_token_id`, and a bos prepended by
 //!   `encode(text, true)` when `tokenizer.ggml.add_bos_token` is true (or the
 //!   pre-tokenizer's default says so);
@@ -32,13 +35,14 @@
 //!
 //! Other models (`bert`, `t5`, `rwkv`…) are [`Error::Unsupported`].
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use forge_gguf::{Array, GgufFile, Value};
 
 use crate::error::{Error, Result};
-use crate::spm::{self, SpmOptions, SpmVocab, attr};
+use crate::spm::{self, LlamaCppAttrs, SpecialIds, SpmOptions, SpmVocab, attr};
 use crate::tokenizer::{CHATML_TEMPLATE, Tokenizer};
 
 /// GPT-2's pre-tokenizer regex.
@@ -79,9 +83,6 @@ fn pre_tokenizer(name: &str) -> Option<(Vec<&'static str>, bool, bool)> {
         _ => return None,
     })
 }
-
-const TOKEN_TYPE_CONTROL: i32 = 3;
-const TOKEN_TYPE_USER_DEFINED: i32 = 4;
 
 fn tok_err(path: &Path, message: impl Into<String>) -> Error {
     Error::Tokenizer {
@@ -243,6 +244,12 @@ impl Tokenizer {
             eot_id: id("tokenizer.ggml.eot_token_id", None)?,
             eom_id: id("tokenizer.ggml.eom_token_id", None)?,
             fim_keys_present,
+            fim_eog_ids: spm::fim_eog_keys()
+                .map(|k| id(k, None))
+                .collect::<Result<Vec<_>>>()?
+                .into_iter()
+                .flatten()
+                .collect(),
             add_bos: opt_bool(file, path, "tokenizer.ggml.add_bos_token")?.unwrap_or(true),
             add_eos: opt_bool(file, path, "tokenizer.ggml.add_eos_token")?.unwrap_or(false),
             add_space_prefix: opt_bool(file, path, "tokenizer.ggml.add_space_prefix")?
@@ -288,19 +295,44 @@ impl Tokenizer {
             )
         })?;
 
-        let mut vocab = serde_json::Map::with_capacity(tokens.len());
-        let mut added = Vec::new();
-        for (id, (token, &ty)) in tokens.iter().zip(&types).enumerate() {
-            if vocab.insert(token.clone(), id.into()).is_some() {
+        let n = tokens.len();
+        let mut ids = HashMap::with_capacity(n);
+        for (id, token) in tokens.iter().enumerate() {
+            if ids.insert(token.clone(), id as u32).is_some() {
                 return Err(tok_err(
                     path,
                     format!("token {token:?} appears twice in tokenizer.ggml.tokens"),
                 ));
             }
-            if ty == TOKEN_TYPE_CONTROL || ty == TOKEN_TYPE_USER_DEFINED {
+        }
+        // Special tokens as llama.cpp sees them: the control (3), unknown (2)
+        // and user-defined (4) types plus the end-of-generation / fill-in-the-
+        // middle tokens it recognises by their text.
+        let in_range = |key: &str| opt_id(file, key).filter(|&i| (i as usize) < n);
+        let fim_keys_present: Vec<&'static str> = spm::fim_keys()
+            .filter(|k| file.value(k).is_some())
+            .collect();
+        let LlamaCppAttrs { attrs, .. } = spm::llama_cpp_attrs(
+            tokens,
+            &ids,
+            &types,
+            &SpecialIds {
+                eos_id: in_range("tokenizer.ggml.eos_token_id"),
+                eot_id: in_range("tokenizer.ggml.eot_token_id"),
+                eom_id: in_range("tokenizer.ggml.eom_token_id"),
+                fim_keys_present: &fim_keys_present,
+                fim_eog_ids: &[],
+            },
+        );
+        let mut vocab = serde_json::Map::with_capacity(n);
+        let mut added = Vec::new();
+        for (id, (token, &a)) in tokens.iter().zip(&attrs).enumerate() {
+            vocab.insert(token.clone(), id.into());
+            if a & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0 {
                 added.push(serde_json::json!({
                     "id": id, "content": token, "single_word": false, "lstrip": false,
-                    "rstrip": false, "normalized": false, "special": ty == TOKEN_TYPE_CONTROL,
+                    "rstrip": false, "normalized": false,
+                    "special": a & (attr::CONTROL | attr::UNKNOWN) != 0,
                 }));
             }
         }
@@ -417,7 +449,7 @@ fn hf_equivalent(
             added.push(serde_json::json!({
                 "id": id, "content": text, "single_word": false, "lstrip": false,
                 "rstrip": false, "normalized": false,
-                "special": a & attr::USER_DEFINED == 0,
+                "special": a & (attr::CONTROL | attr::UNKNOWN) != 0,
             }));
         }
         if a & attr::NORMAL == 0 {

@@ -189,6 +189,9 @@ pub(crate) struct SpmOptions {
     pub(crate) eom_id: Option<u32>,
     /// The `tokenizer.ggml.fim_*_token_id` keys present in the file.
     pub(crate) fim_keys_present: Vec<&'static str>,
+    /// The ids of the `fim_pad`, `fim_rep` and `fim_sep` keys present (they
+    /// end generation).
+    pub(crate) fim_eog_ids: Vec<u32>,
     /// `tokenizer.ggml.add_bos_token` (default true).
     pub(crate) add_bos: bool,
     /// `tokenizer.ggml.add_eos_token` (default false).
@@ -202,6 +205,120 @@ pub(crate) struct SpmOptions {
 /// The GGUF keys of the fill-in-the-middle ids (for [`SpmOptions::fim_keys_present`]).
 pub(crate) fn fim_keys() -> impl Iterator<Item = &'static str> {
     FIM_TEXTS.iter().map(|(k, _)| *k)
+}
+
+/// The fill-in-the-middle keys whose tokens end generation (pad, repo, file
+/// separator).
+pub(crate) fn fim_eog_keys() -> impl Iterator<Item = &'static str> {
+    fim_keys().skip(3)
+}
+
+/// The special ids a vocabulary names (in range), for [`llama_cpp_attrs`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SpecialIds<'a> {
+    /// The eos id.
+    pub(crate) eos_id: Option<u32>,
+    /// `tokenizer.ggml.eot_token_id`, when given.
+    pub(crate) eot_id: Option<u32>,
+    /// `tokenizer.ggml.eom_token_id`, when given.
+    pub(crate) eom_id: Option<u32>,
+    /// The `tokenizer.ggml.fim_*_token_id` keys present.
+    pub(crate) fim_keys_present: &'a [&'static str],
+    /// The ids of the `fim_pad`, `fim_rep` and `fim_sep` keys present.
+    pub(crate) fim_eog_ids: &'a [u32],
+}
+
+/// Token attributes after llama.cpp's load-time fix-ups, and the
+/// end-of-generation ids (eos first).
+#[derive(Debug, Clone)]
+pub(crate) struct LlamaCppAttrs {
+    /// One [`attr`] set per token.
+    pub(crate) attrs: Vec<u16>,
+    /// End-of-generation ids, eos first.
+    pub(crate) eog: Vec<u32>,
+}
+
+/// The attributes llama.cpp gives a vocabulary's tokens (`llama_vocab::load`):
+/// the GGUF token types, then end-of-turn / end-of-message / fill-in-the-
+/// middle / end-of-generation tokens found by their text made control
+/// tokens, gpt-oss's channel markers user-defined, Harmony's `<|end|>` and
+/// Gemma 4's `</s>` demoted. `ids` maps every piece to its id.
+pub(crate) fn llama_cpp_attrs(
+    pieces: &[String],
+    ids: &HashMap<String, u32>,
+    token_types: &[i32],
+    special: &SpecialIds<'_>,
+) -> LlamaCppAttrs {
+    let mut attrs: Vec<u16> = token_types.iter().map(|&t| attr_of_type(t)).collect();
+
+    // llama.cpp finds eot/eom/fim tokens by their text when the file does
+    // not name them, and makes every token it finds a control token.
+    let mut sorted: Vec<(&str, u32)> = ids.iter().map(|(p, &id)| (p.as_str(), id)).collect();
+    sorted.sort_unstable();
+    let make_control = |texts: &[&str], attrs: &mut Vec<u16>| -> Option<u32> {
+        let (_, id) = sorted.iter().find(|(p, _)| texts.contains(p))?;
+        attrs[*id as usize] |= attr::CONTROL;
+        Some(*id)
+    };
+    let eot_id = special
+        .eot_id
+        .or_else(|| make_control(EOT_TEXTS, &mut attrs));
+    let eom_id = special
+        .eom_id
+        .or_else(|| make_control(EOM_TEXTS, &mut attrs));
+    let mut fim_eog = special.fim_eog_ids.to_vec();
+    for (i, (key, texts)) in FIM_TEXTS.iter().enumerate() {
+        if special.fim_keys_present.contains(key) {
+            continue;
+        }
+        let found = make_control(texts, &mut attrs);
+        // pad, repo and file-separator tokens end generation.
+        if i >= 3 {
+            fim_eog.extend(found);
+        }
+    }
+    let mut eog: Vec<u32> = fim_eog;
+    for (piece, id) in &sorted {
+        if EOG_TEXTS.contains(piece) {
+            eog.push(*id);
+            attrs[*id as usize] |= attr::CONTROL;
+        }
+    }
+    // gpt-oss's channel markers are always rendered.
+    for text in ["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"] {
+        if let Some(&id) = ids.get(text) {
+            attrs[id as usize] = attr::USER_DEFINED;
+        }
+    }
+    eog.extend(special.eos_id);
+    eog.extend(eot_id);
+    eog.extend(eom_id);
+    let eog_text =
+        |eog: &[u32], text: &str| eog.iter().copied().find(|&i| pieces[i as usize] == text);
+    // Harmony / solar-open: `<|end|>` ends a message, not the generation.
+    if let Some(end) = eog_text(&eog, "<|end|>") {
+        let has = |t: &str| eog_text(&eog, t).is_some();
+        let has_call = has("<|call|>") || has("<|calls|>");
+        if has_call && (has("<|return|>") || has("<|flush|>")) {
+            eog.retain(|&i| i != end);
+            attrs[end as usize] = attr::USER_DEFINED;
+        }
+    }
+    // Gemma 4 and PLaMo have an ordinary `</s>`.
+    if let Some(s) = eog_text(&eog, "</s>")
+        && (eog_text(&eog, "<|tool_response>").is_some()
+            || eog_text(&eog, "<|plamo:eos|>").is_some())
+    {
+        eog.retain(|&i| i != s);
+        attrs[s as usize] = attr::NORMAL;
+    }
+    eog.sort_unstable();
+    eog.dedup();
+    if let Some(eos) = special.eos_id {
+        eog.retain(|&i| i != eos);
+        eog.insert(0, eos);
+    }
+    LlamaCppAttrs { attrs, eog }
 }
 
 /// A SentencePiece-style vocabulary with llama.cpp's encoder and decoder.
@@ -309,7 +426,6 @@ impl SpmVocab {
                 ));
             }
         }
-        let mut attrs: Vec<u16> = token_types.iter().map(|&t| attr_of_type(t)).collect();
         let mut options = options;
         for id in [
             &mut options.bos_id,
@@ -320,74 +436,18 @@ impl SpmVocab {
         ] {
             *id = id.filter(|&i| (i as usize) < n);
         }
-
-        // llama.cpp finds eot/eom/fim tokens by their text when the file does
-        // not name them, and makes every token it finds a control token.
-        let mut sorted: Vec<(&str, u32)> = ids.iter().map(|(p, &id)| (p.as_str(), id)).collect();
-        sorted.sort_unstable();
-        let make_control = |texts: &[&str], attrs: &mut Vec<u16>| -> Option<u32> {
-            let (_, id) = sorted.iter().find(|(p, _)| texts.contains(p))?;
-            attrs[*id as usize] |= attr::CONTROL;
-            Some(*id)
-        };
-        let eot_id = options
-            .eot_id
-            .or_else(|| make_control(EOT_TEXTS, &mut attrs));
-        let eom_id = options
-            .eom_id
-            .or_else(|| make_control(EOM_TEXTS, &mut attrs));
-        let mut fim_eog = Vec::new();
-        for (i, (key, texts)) in FIM_TEXTS.iter().enumerate() {
-            if options.fim_keys_present.contains(key) {
-                continue;
-            }
-            let found = make_control(texts, &mut attrs);
-            // pad, repo and file-separator tokens end generation.
-            if i >= 3 {
-                fim_eog.extend(found);
-            }
-        }
-        let mut eog: Vec<u32> = fim_eog;
-        for (piece, id) in &sorted {
-            if EOG_TEXTS.contains(piece) {
-                eog.push(*id);
-                attrs[*id as usize] |= attr::CONTROL;
-            }
-        }
-        // gpt-oss's channel markers are always rendered.
-        for text in ["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"] {
-            if let Some(&id) = ids.get(text) {
-                attrs[id as usize] = attr::USER_DEFINED;
-            }
-        }
-        eog.extend(options.eos_id);
-        eog.extend(eot_id);
-        eog.extend(eom_id);
-        let eog_text =
-            |eog: &[u32], text: &str| eog.iter().copied().find(|&i| pieces[i as usize] == text);
-        // Harmony / solar-open: `<|end|>` ends a message, not the generation.
-        if let Some(end) = eog_text(&eog, "<|end|>") {
-            let has = |t: &str| eog_text(&eog, t).is_some();
-            let has_call = has("<|call|>") || has("<|calls|>");
-            if has_call && (has("<|return|>") || has("<|flush|>")) {
-                eog.retain(|&i| i != end);
-                attrs[end as usize] = attr::USER_DEFINED;
-            }
-        }
-        // Gemma 4 and PLaMo have an ordinary `</s>`.
-        if let Some(s) = eog_text(&eog, "</s>")
-            && (eog_text(&eog, "<|tool_response>").is_some()
-                || eog_text(&eog, "<|plamo:eos|>").is_some())
-        {
-            eog.retain(|&i| i != s);
-            attrs[s as usize] = attr::NORMAL;
-        }
-        eog.sort_unstable();
-        eog.dedup();
-        if let Some(eos) = options.eos_id {
-            eog.retain(|&i| i != eos);
-            eog.insert(0, eos);
-        }
+        let LlamaCppAttrs { mut attrs, eog } = llama_cpp_attrs(
+            &pieces,
+            &ids,
+            token_types,
+            &SpecialIds {
+                eos_id: options.eos_id,
+                eot_id: options.eot_id,
+                eom_id: options.eom_id,
+                fim_keys_present: &options.fim_keys_present,
+                fim_eog_ids: &options.fim_eog_ids,
+            },
+        );
 
         let mut specials: Vec<u32> = (0..n as u32)
             .filter(|&i| {
@@ -742,6 +802,7 @@ mod tests {
             eot_id: None,
             eom_id: None,
             fim_keys_present: Vec::new(),
+            fim_eog_ids: Vec::new(),
             add_bos: true,
             add_eos: false,
             add_space_prefix: true,

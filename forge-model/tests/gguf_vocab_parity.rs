@@ -10,7 +10,9 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 use forge_gguf::GgufFile;
 use forge_model::Tokenizer;
@@ -81,10 +83,21 @@ fn cases(gguf: &Path) -> Vec<(String, Vec<u32>)> {
     texts.into_iter().zip(ids).collect()
 }
 
-fn load(path: &Path) -> Tokenizer {
-    let file = GgufFile::open(path).expect("vocab-only GGUF opens");
-    assert_eq!(file.tensor_count(), 0, "vocabulary-only file");
-    Tokenizer::from_gguf(&file, path).expect("tokenizer")
+/// The tokenizer of a vocabulary file, built once per test binary (the
+/// large BPE vocabularies take seconds in a debug build).
+fn load(path: &Path) -> &'static Tokenizer {
+    static CACHE: OnceLock<Mutex<HashMap<PathBuf, &'static Tokenizer>>> = OnceLock::new();
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    cache.entry(path.to_path_buf()).or_insert_with(|| {
+        let file = GgufFile::open(path).expect("vocab-only GGUF opens");
+        assert_eq!(file.tensor_count(), 0, "vocabulary-only file");
+        Box::leak(Box::new(
+            Tokenizer::from_gguf(&file, path).expect("tokenizer"),
+        ))
+    })
 }
 
 #[test]
@@ -187,4 +200,202 @@ fn spm_hf_equivalent_agrees_on_the_cases() {
             assert_eq!(got.get_ids(), expected.as_slice(), "{name}: {text:?}");
         }
     }
+}
+
+/// Seeded texts that stress the tokenizer: runs of spaces, tabs and
+/// newlines, mixed scripts, emoji, the `▁` character itself, digits, and
+/// special-token texts with and without spaces around them.
+fn stress_texts(count: usize, seed: u64) -> Vec<String> {
+    const PARTS: &[&str] = &[
+        "Hello",
+        "world",
+        "the",
+        " ",
+        "  ",
+        "   ",
+        "\t",
+        "\n",
+        "\n\n",
+        " \n ",
+        "fn",
+        "main()",
+        "{",
+        "}",
+        "::",
+        "->",
+        "==",
+        "'s",
+        "'ll",
+        "don't",
+        "123",
+        "4567890",
+        "3.14",
+        "é",
+        "Äpfel",
+        "naïve",
+        "日本語",
+        "中文",
+        "한국어",
+        "Привет",
+        "مرحبا",
+        "🦙",
+        "👍🏽",
+        "🇫🇷",
+        "\u{2581}",
+        "\u{2581}\u{2581}",
+        "<s>",
+        "</s>",
+        "<unk>",
+        "<|endoftext|>",
+        "<|user|>",
+        "<|end|>",
+        "<|assistant|>",
+        "<0x41>",
+        "\u{0}",
+        "\u{7f}",
+        "\u{a0}",
+        "\u{3000}",
+        "ǅ",
+        "ﬁ",
+        "…",
+        "—",
+        "`code`",
+        "//",
+        "#[test]",
+        "    ",
+        "x",
+        "a",
+        "zz",
+    ];
+    let mut state = seed;
+    let mut next = move || {
+        // xorshift64*
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    (0..count)
+        .map(|_| {
+            let len = 1 + (next() % 12) as usize;
+            (0..len)
+                .map(|_| PARTS[(next() % PARTS.len() as u64) as usize])
+                .collect()
+        })
+        .collect()
+}
+
+/// The texts of a `tests/data` JSONL file.
+fn data_texts(name: &str) -> Vec<String> {
+    common::jsonl(name)
+        .into_iter()
+        .map(|v| v["text"].as_str().expect("text").to_string())
+        .collect()
+}
+
+fn ids(value: &serde_json::Value) -> Vec<u32> {
+    value
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|x| u32::try_from(x.as_u64().expect("id")).expect("u32"))
+        .collect()
+}
+
+/// Every vocabulary against llama.cpp itself (node-llama-cpp, vocabulary
+/// only) on a larger corpus: the crate's tokenizer corpora, the
+/// `test-tokenizer-0` texts and 400 seeded stress texts, with special tokens
+/// parsed and not, and the detokenized text.
+#[test]
+fn vocabs_match_llama_cpp_on_a_stress_corpus() {
+    let Some((dir, node)) = common::node_llama_cpp() else {
+        return;
+    };
+    let mut vocabs = Vec::new();
+    for &(name, _) in VOCABS {
+        let Some(path) = vocab_path(name) else {
+            return;
+        };
+        vocabs.push((name, path));
+    }
+    let mut texts = data_texts("tokenize_corpus.jsonl");
+    texts.extend(data_texts("llama_cpp_prompts.jsonl"));
+    texts.extend(cases(&vocabs[0].1).into_iter().map(|(t, _)| t));
+    texts.extend(stress_texts(400, 0x5eed_f0e5));
+    let request = serde_json::json!({
+        "vocabs": vocabs.iter().map(|(_, p)| serde_json::json!({"model": p, "texts": texts}))
+            .collect::<Vec<_>>(),
+    });
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let (req, resp) = (tmp.path().join("req.json"), tmp.path().join("resp.json"));
+    std::fs::write(&req, request.to_string()).expect("write request");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/llama_cpp_tokenize.mjs");
+    let out = std::process::Command::new(&node)
+        .current_dir(&dir)
+        .arg(&script)
+        .arg(&req)
+        .arg(&resp)
+        .output()
+        .expect("run node");
+    assert!(
+        out.status.success(),
+        "llama.cpp tokenizer reference failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&resp).expect("read response")).expect("json");
+    let results = reference["results"].as_array().expect("results");
+    let mut failures = Vec::new();
+    for (((name, model), path), result) in VOCABS
+        .iter()
+        .zip(vocabs.iter().map(|(_, p)| p))
+        .zip(results)
+    {
+        // Byte-level BPE decoding is the `tokenizers` decoder, which keeps
+        // the text as it was; llama.cpp's also drops spaces before `?!.,`
+        // ("clean_up_tokenization_spaces"), so only SentencePiece text is compared.
+        let compare_text = *model == "llama";
+        let tok = load(path);
+        let mut exact = 0;
+        for (i, text) in texts.iter().enumerate() {
+            let plain = ids(&result["plain"][i]);
+            let special = ids(&result["special"][i]);
+            let detok = result["detok"][i].as_str().expect("detok");
+            let ours_plain = tok.encode_with(text, false, false).expect("encode");
+            let ours_special = tok.encode_with(text, false, true).expect("encode");
+            let ours_detok = tok.decode(&special, false).expect("decode");
+            if ours_plain == plain
+                && ours_special == special
+                && (!compare_text || ours_detok == detok)
+            {
+                exact += 1;
+                continue;
+            }
+            failures.push(format!(
+                "{name}: {text:?}\n  plain   {ours_plain:?}\n  llama   {plain:?}\n  special {ours_special:?}\n  llama   {special:?}\n  detok   {ours_detok:?}\n  llama   {detok:?}"
+            ));
+        }
+        println!(
+            "{name}: {exact}/{} texts exact against {} (ids with and without special parsing{})",
+            texts.len(),
+            reference["version"].as_str().unwrap_or("?"),
+            if compare_text {
+                ", detokenized text"
+            } else {
+                ""
+            }
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "{} differences:\n{}",
+        failures.len(),
+        failures
+            .iter()
+            .take(30)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
