@@ -133,13 +133,16 @@ fn draw_loss<DB: DrawingBackend>(
     let mut chart = b
         .build_cartesian_2d(0f64..xmax, lo..hi)
         .map_err(|e| e.to_string())?;
-    let mut mesh = chart.configure_mesh();
     if text {
-        mesh.x_desc("step").y_desc("loss");
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .y_desc("loss")
+            .draw()
+            .map_err(|e| e.to_string())?;
     } else {
-        mesh.x_labels(0).y_labels(0);
+        draw_frame(&mut chart, (0.0, xmax), (lo, hi))?;
     }
-    mesh.draw().map_err(|e| e.to_string())?;
     let s = chart
         .draw_series(LineSeries::new(train, BLUE.stroke_width(2)))
         .map_err(|e| e.to_string())?;
@@ -169,6 +172,32 @@ fn draw_loss<DB: DrawingBackend>(
             .map_err(|e| e.to_string())?;
     }
     root.present().map_err(|e| e.to_string())
+}
+
+type Coords =
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>;
+
+/// Axes and a light grid drawn as plain lines (no text): what the PNGs get instead of
+/// plotters' labelled mesh.
+fn draw_frame<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, Coords>,
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+) -> std::result::Result<(), String> {
+    let grid = RGBColor(225, 225, 225);
+    for k in 1..5 {
+        let y = y0 + (y1 - y0) * f64::from(k) / 5.0;
+        chart
+            .draw_series(LineSeries::new([(x0, y), (x1, y)], grid))
+            .map_err(|e| e.to_string())?;
+    }
+    chart
+        .draw_series([PathElement::new(
+            vec![(x0, y1), (x0, y0), (x1, y0)],
+            BLACK.stroke_width(1),
+        )])
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// The loss curve as an SVG document (with text).
@@ -243,9 +272,9 @@ fn draw_eval<DB: DrawingBackend>(
     let mut chart = b
         .build_cartesian_2d(0f64..n as f64, 0f64..1.15f64)
         .map_err(|e| e.to_string())?;
-    let mut mesh = chart.configure_mesh();
-    mesh.disable_x_mesh();
     if text {
+        let mut mesh = chart.configure_mesh();
+        mesh.disable_x_mesh();
         let names: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
         mesh.x_labels(n * 2 + 1)
             .x_label_formatter(&move |x| {
@@ -259,10 +288,7 @@ fn draw_eval<DB: DrawingBackend>(
             .draw()
             .map_err(|e| e.to_string())?;
     } else {
-        mesh.x_labels(0)
-            .y_labels(0)
-            .draw()
-            .map_err(|e| e.to_string())?;
+        draw_frame(&mut chart, (0.0, n as f64), (0.0, 1.15))?;
     }
     for (i, (_, base, cand)) in rows.iter().enumerate() {
         let top = base.abs().max(cand.abs()).max(1e-12);

@@ -712,6 +712,18 @@ impl<'a> Pipeline<'a> {
             self.write_run()?;
             return Ok(());
         }
+        // A folder left by an attempt with other inputs (a changed configuration on
+        // `--resume`): start clean, so no stale checkpoint is resumed. An attempt with the
+        // same inputs keeps its files (training resumes from its checkpoint).
+        if let Ok(old) = read_json::<StageManifest>(&dir.join(MANIFEST))
+            && old.input_hash != input_hash
+        {
+            tracing::info!(
+                stage = name,
+                "inputs changed since the last attempt: starting clean"
+            );
+            std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let mut m = StageManifest {
             stage: name.to_string(),

@@ -137,3 +137,71 @@ fn pipeline_runs_reuses_gates_and_rolls_back() {
     let json = serde_json::to_value(forge.status().expect("status")).expect("status json");
     assert_eq!(json["models"].as_array().map(Vec::len), Some(3));
 }
+
+#[test]
+fn divergence_halts_the_run_and_resume_continues_it() {
+    let root = temp("diverge");
+    let repo = root.join("repo");
+    write_repo(&repo, 6);
+    let model = tiny_model(&root);
+    let project = root.join("project");
+    std::fs::create_dir_all(&project).expect("project");
+    let toml = project.join("forge.toml");
+    let good = forge_toml(&repo, &model, 4, true, "");
+    // forge-peft's divergence guard set to trip at its first check: a loss above half its
+    // running mean (the tiny model's loss cannot be blown up: its norms bound it).
+    let bad = good.replace(
+        "lr = 1e-3",
+        "lr = 1e-3\nspike_warmup = 1\nspike_factor = 0.5",
+    );
+    assert_ne!(bad, good);
+    write(&toml, &bad);
+    let forge = Forge::open(&project).expect("open");
+    let err = forge.run(RunOptions::new()).expect_err("diverges");
+    assert!(
+        matches!(
+            err,
+            forge_core::Error::Peft(forge_core::peft::Error::Diverged { .. })
+        ),
+        "{err}"
+    );
+    let runs = forge.config().runs_dir();
+    let ids = forge_core::pipeline::run_ids(&runs);
+    assert_eq!(ids.len(), 1);
+    let run = forge_core::pipeline::read_run(&runs, &ids[0]).expect("run.json");
+    assert_eq!(run.status, RunStatus::Diverged);
+    let dashboard = std::fs::read_to_string(runs.join(&ids[0]).join("train/dashboard.html"))
+        .expect("dashboard");
+    assert!(dashboard.contains("diverged at step"), "{dashboard}");
+    assert!(!dashboard.contains("http-equiv"));
+    assert_eq!(
+        read_stage(&runs, &ids[0], "train").expect("train").status,
+        StageStatus::Failed
+    );
+    assert!(
+        forge
+            .registry()
+            .expect("registry")
+            .active()
+            .expect("active")
+            .is_none()
+    );
+
+    // Fixed and resumed: the same run folder, mine and dataset kept, training from scratch
+    // (other inputs), then deployed.
+    write(&toml, &good);
+    let forge = Forge::open(&project).expect("open");
+    let r = forge
+        .run(RunOptions::new().with_resume(true))
+        .expect("resumed run");
+    assert_eq!(r.run_id, ids[0]);
+    assert_eq!(r.status, RunStatus::Deployed, "{r}");
+    assert_eq!(r.stages[0].1, StageOutcome::Reused(ids[0].clone()));
+    assert_eq!(r.stages[2].1, StageOutcome::Ran);
+    let train = read_stage(&runs, &ids[0], "train").expect("train");
+    assert_eq!(
+        (train.status, train.metrics["steps"]),
+        (StageStatus::Complete, 4.0)
+    );
+    assert_eq!(forge_core::pipeline::run_ids(&runs).len(), 1);
+}
