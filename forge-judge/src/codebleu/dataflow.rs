@@ -11,6 +11,7 @@
 //! the order among equal indices only, see the same order either way.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::rc::Rc;
 
 use rustc_hash::FxHashMap;
@@ -18,7 +19,7 @@ use smallvec::{SmallVec, smallvec};
 
 use super::Lang;
 use super::grammar::{Fields, Grammar};
-use super::pyset::list_set;
+use super::pyset::{list_set_hashed, py_str_hash};
 use super::tree::{Flat, NONE};
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -49,6 +50,9 @@ pub(crate) type NormEdge = (usize, Rel, Vec<usize>);
 struct Abort;
 
 type Res = Result<(), Abort>;
+
+/// Text number of a token whose text is its node's type (and no other leaf's).
+const SAME: u32 = NONE - 1;
 
 /// Variable states: for each text number, the token indices it last came from (empty: none).
 #[derive(Clone, Default)]
@@ -107,6 +111,8 @@ struct Ctx<'f, 'c> {
     tok_text: Vec<u32>,
     /// Text by number.
     texts: Vec<Cow<'c, str>>,
+    /// CPython `hash` of each text, computed when first needed.
+    hashes: Vec<Cell<Option<i64>>>,
 }
 
 impl Ctx<'_, '_> {
@@ -128,7 +134,7 @@ impl Ctx<'_, '_> {
             return Err(Abort);
         }
         let code = self.tok_text[t as usize];
-        Ok((self.kind(i) != self.texts[code as usize]).then_some((t, code)))
+        Ok((code != SAME && self.kind(i) != self.texts[code as usize]).then_some((t, code)))
     }
 
     fn field(&self, i: u32, field: u16) -> Option<u32> {
@@ -187,20 +193,26 @@ impl Ctx<'_, '_> {
         Ok(())
     }
 
-    /// `list(set(names))` in CPython's order, on text numbers.
+    /// `list(set(names))` in CPython's order, on text numbers (equal numbers: equal texts).
     fn list_set(&self, names: &[u32]) -> Ids {
-        #[derive(Clone)]
-        struct Named<'t>(u32, &'t str);
-        impl AsRef<str> for Named<'_> {
-            fn as_ref(&self) -> &str {
-                self.1
+        match names {
+            [] => Ids::new(),
+            [first, rest @ ..] if rest.iter().all(|n| n == first) => smallvec![*first],
+            _ => {
+                let hash = |n: u32| {
+                    let cell = &self.hashes[n as usize];
+                    cell.get().unwrap_or_else(|| {
+                        let h = py_str_hash(&self.texts[n as usize]);
+                        cell.set(Some(h));
+                        h
+                    })
+                };
+                list_set_hashed(names.len(), |i| hash(names[i]), |a, b| names[a] == names[b])
+                    .into_iter()
+                    .map(|i| names[i])
+                    .collect()
             }
         }
-        let named: Vec<Named<'_>> = names
-            .iter()
-            .map(|&n| Named(n, &self.texts[n as usize]))
-            .collect();
-        list_set(&named).into_iter().map(|n| n.0).collect()
     }
 
     /// The `dic` merge of the loop rules on `out[start..]`: one edge per (code, idx,
@@ -573,6 +585,7 @@ pub(crate) fn normalized_dataflow(
         tok: vec![NONE; flat.nodes.len()],
         tok_text: Vec::new(),
         texts: Vec::new(),
+        hashes: Vec::new(),
     };
     // tree_to_token_index: the token leaves in order, not below another token leaf.
     let mut leaves = Vec::new();
@@ -588,28 +601,40 @@ pub(crate) fn normalized_dataflow(
     // one's index stands for all. Leaves are in document order (starts never decrease), so
     // such tokens share a run of equal starts. Only these leaves are ever looked up: the
     // rules stop at token leaves, so never reach the nodes below one.
-    let lines: Vec<&str> = code.split('\n').collect();
-    let mut numbers: FxHashMap<Cow<'_, str>, u32> = FxHashMap::default();
+    let mut shared = vec![false; leaves.len()];
     let mut run = 0;
     for (t, &i) in leaves.iter().enumerate() {
         let n = flat.node(i);
         if flat.node(leaves[run]).start != n.start {
             run = t;
         }
+        ctx.tok[i as usize] = t as u32;
+        for &j in &leaves[run..t] {
+            if flat.node(j).end == n.end {
+                ctx.tok[j as usize] = t as u32;
+                shared[t] = true;
+            }
+        }
+    }
+    // Texts numbered, except those of tokens whose text is their type (punctuation,
+    // keywords) and that no other leaf shares: those never enter the dataflow.
+    let lines: Vec<&str> = code.split('\n').collect();
+    let mut numbers: FxHashMap<Cow<'_, str>, u32> = FxHashMap::default();
+    for (t, &i) in leaves.iter().enumerate() {
+        let n = flat.node(i);
         let text = index_to_code_token(&lines, n.start, n.end);
+        if !shared[t] && text == n.kind {
+            ctx.tok_text.push(SAME);
+            continue;
+        }
         let next = ctx.texts.len() as u32;
         let id = *numbers.entry(text.clone()).or_insert(next);
         if id == next {
             ctx.texts.push(text);
         }
         ctx.tok_text.push(id);
-        ctx.tok[i as usize] = t as u32;
-        for &j in &leaves[run..t] {
-            if flat.node(j).end == n.end {
-                ctx.tok[j as usize] = t as u32;
-            }
-        }
     }
+    ctx.hashes = vec![Cell::new(None); ctx.texts.len()];
     let mut dfg = Vec::new();
     let mut states = States::default();
     let result = match lang {

@@ -55,7 +55,12 @@ pub(crate) fn py_str_hash(s: &str) -> i64 {
     if s.is_empty() {
         return 0;
     }
-    // CPython hashes the compact representation: 1, 2 or 4 bytes per code point.
+    // CPython hashes the compact representation: 1, 2 or 4 bytes per code point (ASCII:
+    // the UTF-8 bytes themselves).
+    if s.is_ascii() {
+        let h = siphash13(s.as_bytes()) as i64;
+        return if h == -1 { -2 } else { h };
+    }
     let max = s.chars().map(|c| c as u32).max().unwrap_or(0);
     let bytes: Vec<u8> = if max < 0x100 {
         s.chars().map(|c| c as u32 as u8).collect()
@@ -99,12 +104,32 @@ fn insert_clean(table: &mut [Option<(i64, usize)>], mask: usize, hash: i64, item
 }
 
 /// `list(set(items))` for strings, in CPython's order.
+#[cfg(test)]
 pub(crate) fn list_set<S: AsRef<str> + Clone>(items: &[S]) -> Vec<S> {
+    let hashes: Vec<i64> = items.iter().map(|s| py_str_hash(s.as_ref())).collect();
+    list_set_hashed(
+        items.len(),
+        |i| hashes[i],
+        |a, b| items[a].as_ref() == items[b].as_ref(),
+    )
+    .into_iter()
+    .map(|i| items[i].clone())
+    .collect()
+}
+
+/// `list(set(items))` over `n` items given by index, with their CPython `hash` and equality:
+/// the indices of the items the set keeps (the first of equal ones), in the set's iteration
+/// order.
+pub(crate) fn list_set_hashed(
+    n: usize,
+    hash_of: impl Fn(usize) -> i64,
+    equal: impl Fn(usize, usize) -> bool,
+) -> Vec<usize> {
     let mut table: Vec<Option<(i64, usize)>> = vec![None; 8];
     let mut mask = 7usize;
     let mut used = 0usize;
-    for (idx, s) in items.iter().enumerate() {
-        let hash = py_str_hash(s.as_ref());
+    for idx in 0..n {
+        let hash = hash_of(idx);
         // set_add_entry: probe for an equal key or a free slot (no deletions, so no dummies).
         let mut perturb = hash as u64;
         let mut i = (hash as u64 as usize) & mask;
@@ -117,7 +142,7 @@ pub(crate) fn list_set<S: AsRef<str> + Clone>(items: &[S]) -> Vec<S> {
             for j in 0..=probes {
                 match table[i + j] {
                     None => break 'probe Some(i + j),
-                    Some((h, k)) if h == hash && items[k].as_ref() == s.as_ref() => {
+                    Some((h, k)) if h == hash && equal(k, idx) => {
                         break 'probe None;
                     }
                     Some(_) => {}
@@ -147,11 +172,7 @@ pub(crate) fn list_set<S: AsRef<str> + Clone>(items: &[S]) -> Vec<S> {
             }
         }
     }
-    table
-        .into_iter()
-        .flatten()
-        .map(|(_, k)| items[k].clone())
-        .collect()
+    table.into_iter().flatten().map(|(_, k)| k).collect()
 }
 
 #[cfg(test)]
@@ -163,6 +184,13 @@ mod tests {
         // PYTHONHASHSEED=0 python3.11 -c "print(hash('abc'), hash('a'))"
         assert_eq!(py_str_hash("abc"), -4594863902769663758);
         assert_eq!(py_str_hash("a"), 4644417185603328019);
+        assert_eq!(py_str_hash(""), 0);
+        // ASCII (hashed as its UTF-8 bytes) and the 1/2/4-byte forms of wider text:
+        // PYTHONHASHSEED=0 python3.11 -c "print(hash('total'), hash('café'), hash('日本'), hash('x😀'))"
+        assert_eq!(py_str_hash("total"), 650888591713184603);
+        assert_eq!(py_str_hash("café"), 137524001917817222);
+        assert_eq!(py_str_hash("日本"), 6243316497235261705);
+        assert_eq!(py_str_hash("x😀"), -4086645887891144435);
     }
 
     #[test]

@@ -71,6 +71,8 @@ fn node_key(g: &Grammar, flat: &Flat, ids: &[u32], i: u32, key: &mut Vec<u32>) -
 /// listed subtrees are made of them) and how many times each listed one occurs.
 #[derive(Default)]
 pub(crate) struct RefSubtrees {
+    /// Keys of one element (leaves, and nodes whose children all print nothing).
+    single: FxHashMap<u32, u32>,
     keys: FxHashMap<Box<[u32]>, u32>,
     texts: FxHashMap<String, u32>,
     /// Listed occurrences by number.
@@ -84,6 +86,13 @@ impl RefSubtrees {
         self.count.push(0);
         fresh(self, id);
         id
+    }
+
+    fn lookup(&self, key: &[u32]) -> Option<u32> {
+        match key {
+            [k] => self.single.get(k).copied(),
+            _ => self.keys.get(key).copied(),
+        }
     }
 
     pub(crate) fn new(g: &Grammar, flat: &Flat) -> Self {
@@ -103,10 +112,14 @@ impl RefSubtrees {
             } else {
                 // Every child of a reference node has a number.
                 let _ = node_key(g, flat, &ids, i, &mut key);
-                match out.keys.get(key.as_slice()) {
-                    Some(&id) => id,
+                match out.lookup(&key) {
+                    Some(id) => id,
                     None => out.number(|s, id| {
-                        s.keys.insert(key.as_slice().into(), id);
+                        if let [k] = key.as_slice() {
+                            s.single.insert(*k, id);
+                        } else {
+                            s.keys.insert(key.as_slice().into(), id);
+                        }
                     }),
                 }
             };
@@ -133,7 +146,7 @@ impl RefSubtrees {
                     .copied()
                     .unwrap_or(NONE)
             } else if node_key(g, cand, &ids, i, &mut key).is_some() {
-                self.keys.get(key.as_slice()).copied().unwrap_or(NONE)
+                self.lookup(&key).unwrap_or(NONE)
             } else {
                 NONE
             };
