@@ -171,3 +171,23 @@ pub(crate) struct Fields {
     pub(crate) name: u16,
     pub(crate) value: u16,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Default mode runs today's grammars (ABI 15), compat mode codebleu's (ABI 14): a symbol
+    /// clash that let the linker pick one grammar for both would show here.
+    #[test]
+    fn compat_and_default_grammars_are_distinct_versions() {
+        for lang in [Lang::Python, Lang::Rust] {
+            assert_eq!(language(lang, false).abi_version(), 15, "{lang}");
+            assert_eq!(language(lang, true).abi_version(), 14, "{lang}");
+        }
+        // A node type that only the 0.21 Rust grammar has (0.23 wrapped generic parameters).
+        let old = language(Lang::Rust, true);
+        let new = language(Lang::Rust, false);
+        assert_ne!(old.id_for_node_kind("constrained_type_parameter", true), 0);
+        assert_eq!(new.id_for_node_kind("constrained_type_parameter", true), 0);
+    }
+}
