@@ -54,6 +54,10 @@ use crate::{Error, Result};
 /// The stages, in order.
 pub const STAGES: [&str; 6] = ["mine", "dataset", "train", "judge", "export", "deploy"];
 
+/// Version of the stages' artifact layout, part of every input hash: a Forge whose
+/// stages write other files never reuses an older layout's outputs.
+pub const STAGE_FORMAT: u32 = 1;
+
 /// Where a stage's manifest lives in its folder.
 pub const MANIFEST: &str = "manifest.json";
 
@@ -690,6 +694,7 @@ impl<'a> Pipeline<'a> {
             .map(|(k, v)| (k.as_str(), v.clone()))
             .collect();
         parts.push(("config", config.to_string()));
+        parts.push(("stage_format", STAGE_FORMAT.to_string()));
         let input_hash = hash_parts(&parts);
         let dir = self.run_dir.join(name);
         if let Some(prev) = self.cached(name, &input_hash) {
@@ -1293,53 +1298,60 @@ impl<'a> Pipeline<'a> {
                 })
                 .unwrap_or_default()
         };
-        let (note, model_id, status) =
-            if passed && active.as_ref().is_some_and(|a| a.gguf_sha256 == gguf_sha) {
-                let id = active.as_ref().map(|a| a.id);
-                (
-                    format!(
-                        "model {} is already active (same GGUF)",
-                        id.unwrap_or_default()
-                    ),
-                    id,
-                    RunStatus::Unchanged,
-                )
+        // The same GGUF deployed before: never register or re-deploy it again (after a
+        // rollback, re-running unchanged inputs must not undo the rollback).
+        let known = self
+            .registry
+            .models()?
+            .into_iter()
+            .find(|m| m.gate_passed && m.gguf_sha256 == gguf_sha);
+        let (note, model_id, status) = if let (true, Some(m)) = (passed, &known) {
+            let note = if active.as_ref().is_some_and(|a| a.id == m.id) {
+                format!("model {} is already active (same GGUF)", m.id)
             } else {
-                let candidate: EvalResults = read_json(&judge.output(&state, "candidate")?)?;
-                let id = self.registry.register(&NewModel {
-                    run_id: self.run_id.clone(),
-                    git_commit: self.git_commit.clone(),
-                    dataset_hash: self.done("dataset")?.output_hash(),
-                    base_model: self.cfg.model.clone(),
-                    gguf_path: gguf.clone(),
-                    gguf_sha256: gguf_sha.clone(),
-                    modelfile: modelfile.clone(),
-                    report_path: judge
-                        .outputs
-                        .get("report_html")
-                        .map(|a| state.join(&a.path)),
-                    gate_passed: passed,
-                    metrics: serde_json::to_value(&candidate.metrics).unwrap_or_default(),
-                })?;
-                if passed {
-                    let (target, note) = self.ollama(modelfile.as_deref());
-                    self.registry.deploy(id, &target, &note)?;
-                    (note, Some(id), RunStatus::Deployed)
-                } else {
-                    let r: serde_json::Value = read_json(&judge.output(&state, "report_json")?)?;
-                    let why = reason(&r).join("; ");
-                    self.registry.reject(id, &why)?;
-                    let keep = active.as_ref().map_or_else(
-                        || "no model is active".to_string(),
-                        |a| format!("model {} stays active", a.id),
-                    );
-                    (
-                        format!("gate failed, model {id} not deployed ({keep}): {why}"),
-                        Some(id),
-                        RunStatus::Rejected,
-                    )
-                }
+                format!(
+                    "model {} (same GGUF) was deployed before and is not active now; \
+                     `forge rollback --to {}` makes it active again",
+                    m.id, m.id
+                )
             };
+            (note, Some(m.id), RunStatus::Unchanged)
+        } else {
+            let candidate: EvalResults = read_json(&judge.output(&state, "candidate")?)?;
+            let id = self.registry.register(&NewModel {
+                run_id: self.run_id.clone(),
+                git_commit: self.git_commit.clone(),
+                dataset_hash: self.done("dataset")?.output_hash(),
+                base_model: self.cfg.model.clone(),
+                gguf_path: gguf.clone(),
+                gguf_sha256: gguf_sha.clone(),
+                modelfile: modelfile.clone(),
+                report_path: judge
+                    .outputs
+                    .get("report_html")
+                    .map(|a| state.join(&a.path)),
+                gate_passed: passed,
+                metrics: serde_json::to_value(&candidate.metrics).unwrap_or_default(),
+            })?;
+            if passed {
+                let (target, note) = self.ollama(modelfile.as_deref());
+                self.registry.deploy(id, &target, &note)?;
+                (note, Some(id), RunStatus::Deployed)
+            } else {
+                let r: serde_json::Value = read_json(&judge.output(&state, "report_json")?)?;
+                let why = reason(&r).join("; ");
+                self.registry.reject(id, &why)?;
+                let keep = active.as_ref().map_or_else(
+                    || "no model is active".to_string(),
+                    |a| format!("model {} stays active", a.id),
+                );
+                (
+                    format!("gate failed, model {id} not deployed ({keep}): {why}"),
+                    Some(id),
+                    RunStatus::Rejected,
+                )
+            }
+        };
         let m = StageManifest {
             stage: "deploy".into(),
             run_id: self.run_id.clone(),

@@ -134,6 +134,18 @@ fn pipeline_runs_reuses_gates_and_rolls_back() {
     let status = forge.status().expect("status");
     assert_eq!(status.active.map(|m| m.id), r4.model_id);
     assert_eq!(status.runs.len(), 4);
+
+    // 6. Rolled back, then run again with nothing changed: the rollback stands.
+    forge.rollback(r1.model_id).expect("rollback to the first");
+    let r5 = forge.run(RunOptions::new()).expect("fifth run");
+    assert_eq!(r5.status, RunStatus::Unchanged, "{r5}");
+    assert!(
+        r5.deploy_note
+            .as_deref()
+            .is_some_and(|n| n.contains("rollback --to")),
+        "{r5}"
+    );
+    assert_eq!(reg.active().expect("active").map(|m| m.id), r1.model_id);
     let json = serde_json::to_value(forge.status().expect("status")).expect("status json");
     assert_eq!(json["models"].as_array().map(Vec::len), Some(3));
 }
