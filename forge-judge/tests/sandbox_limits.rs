@@ -66,7 +66,8 @@ fn cpu_limit_ends_a_busy_loop_before_the_wall_clock() {
 #[test]
 fn wall_clock_ends_a_sleeper_and_its_children() {
     let sb = Sandbox::new().with_wall_time(Duration::from_millis(500));
-    let r = sh(&sb, "sleep 30 & sleep 30 & sleep 30");
+    // An unusual duration: the leftover check below looks at every process on the machine.
+    let r = sh(&sb, "sleep 30.173 & sleep 30.173 & sleep 30.173");
     assert_eq!(
         r.outcome,
         Outcome::TimedOut {
@@ -74,7 +75,7 @@ fn wall_clock_ends_a_sleeper_and_its_children() {
         }
     );
     assert!(r.wall_ms < 5000, "{r:?}");
-    assert!(exec_support::processes_mentioning("sleep 30").is_empty());
+    assert!(exec_support::processes_mentioning("sleep 30.173").is_empty());
 }
 
 #[test]
@@ -206,7 +207,7 @@ fn non_root_process_limit() {
     // then the shell counts its namespace's processes with builtins only (no fork left).
     let r = sh(
         &sb,
-        "(for i in $(seq 50); do sleep 3 & done) 2>/dev/null; set -- /proc/[0-9]*; echo $#",
+        "(for i in $(seq 50); do sleep 3.317 & done) 2>/dev/null; set -- /proc/[0-9]*; echo $#",
     );
     let n: usize = r.stdout.trim().parse().unwrap_or(usize::MAX);
     eprintln!("{r:?}");
@@ -216,7 +217,7 @@ fn non_root_process_limit() {
     ) {
         assert!(n <= 16, "process limit not enforced: {n} processes");
     }
-    assert!(exec_support::processes_mentioning("sleep 3").is_empty());
+    assert!(exec_support::processes_mentioning("sleep 3.317").is_empty());
 }
 
 #[test]
