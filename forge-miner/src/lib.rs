@@ -37,6 +37,10 @@ pub use minhash::{
 };
 pub use progress::{NoProgress, Progress, Stage};
 pub use raft::{BEGIN_QUOTE, END_QUOTE};
+/// The RAFT prompt layout (instruction, documents, question), for serving.
+pub mod raft_layout {
+    pub use crate::raft::{INSTRUCTION, document, eligible, input};
+}
 pub use run::{Dataset, write_units};
 pub use sizing::Budget;
 pub use teacher::{Qa, Teacher, TemplateTeacher};

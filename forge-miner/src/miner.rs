@@ -300,6 +300,18 @@ impl Miner {
         Ok(extract::cover(path, text, &tree, &self.budget))
     }
 
+    /// The files a walk of the root lists (`.gitignore` honoured, hidden files
+    /// per the filters), as `(repo-relative path, absolute path)` in path order.
+    pub fn list_files(&self) -> Result<Vec<(String, PathBuf)>> {
+        walk::list_files(&self.root, &self.config.filters)
+    }
+
+    /// Reads, classifies and mines one listed file (see [`Miner::list_files`]):
+    /// its units, or the reason it is skipped.
+    pub fn mine_file(&self, rel: &str, abs: &Path) -> std::result::Result<FileUnits, Skip> {
+        self.mine_one(rel, abs, None)
+    }
+
     /// Walks, reads, parses and extracts the repository (in parallel; the result
     /// is in path order and identical across runs).
     pub fn mine(&self, progress: &dyn Progress) -> Result<Mined> {

@@ -35,10 +35,11 @@ pub const BEGIN_QUOTE: &str = "##begin_quote##";
 /// End of a verbatim quote in a RAFT answer.
 pub const END_QUOTE: &str = "##end_quote##";
 
-const INSTRUCTION: &str = "Answer the question about this codebase using the documents below; some of them may be irrelevant. Reason step by step, quote the code you rely on verbatim between ##begin_quote## and ##end_quote##, and end with ##Answer: followed by the answer.";
+/// The RAFT instruction (the user turn starts with it).
+pub const INSTRUCTION: &str = "Answer the question about this codebase using the documents below; some of them may be irrelevant. Reason step by step, quote the code you rely on verbatim between ##begin_quote## and ##end_quote##, and end with ##Answer: followed by the answer.";
 
 /// Units that can be questioned and retrieved: whole, named, non-container definitions.
-pub(crate) fn eligible(u: &Unit) -> bool {
+pub fn eligible(u: &Unit) -> bool {
     u.part.is_none()
         && !u.name.is_empty()
         && !matches!(
@@ -47,7 +48,9 @@ pub(crate) fn eligible(u: &Unit) -> bool {
         )
 }
 
-fn document(u: &Unit) -> String {
+/// One unit as a RAFT context document:
+/// `<DOCUMENT path="…" lines="a-b">text</DOCUMENT>`.
+pub fn document(u: &Unit) -> String {
     format!(
         "<DOCUMENT path=\"{}\" lines=\"{}-{}\">\n{}\n</DOCUMENT>",
         u.path,
@@ -94,8 +97,7 @@ pub(crate) fn build(
                     docs.push(u);
                 }
                 rng.shuffle(&mut docs);
-                let context: Vec<String> = docs.iter().map(|d| document(d)).collect();
-                let input = format!("{}\n\nQuestion: {}", context.join("\n\n"), qa.question);
+                let input = input(&docs, &qa.question);
                 let output = format!(
                     "##Reason: {} {BEGIN_QUOTE}{}{END_QUOTE} Therefore, {}\n##Answer: {}",
                     qa.reasoning,
@@ -131,6 +133,13 @@ pub(crate) fn build(
             out
         })
         .collect()
+}
+
+/// The RAFT input: the documents, a blank line between each, then
+/// `Question: …`. The user turn is [`INSTRUCTION`], a blank line, and this.
+pub fn input(docs: &[&Unit], question: &str) -> String {
+    let context: Vec<String> = docs.iter().map(|d| document(d)).collect();
+    format!("{}\n\nQuestion: {}", context.join("\n\n"), question)
 }
 
 fn lower_first(s: &str) -> String {

