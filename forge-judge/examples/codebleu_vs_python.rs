@@ -1,8 +1,11 @@
 //! CodeBLEU pairs/s: forge-judge (compat mode) vs PyPI codebleu 0.7.0 on the same 1,000 pairs,
 //! in one run, with a check that every score (all five numbers) agrees to 1e-6.
 //!
-//! `cargo run --release -p forge-judge --example codebleu_vs_python [-- --rounds N] [--threads N]`
-//! (peer: `<peers>/codebleu-venv`, found through `FORGE_PEERS_DIR` or `.forge/peers`).
+//! `cargo run --release -p forge-judge --example codebleu_vs_python [-- --rounds N] [--threads N]
+//! [--pairs N] [--corpus FILE.jsonl]` (peer: `<peers>/codebleu-venv`, found through
+//! `FORGE_PEERS_DIR` or `.forge/peers`; the pairs are built from `tests/data/codebleu_corpus.jsonl`
+//! unless `--corpus` names another file of `{"lang", "reference", "candidate"}` lines, e.g. the
+//! output of `tests/reference/make_mutations.py`).
 //!
 //! Both wall-clock and CPU time are reported, so that the comparison holds on a machine shared
 //! with other work: codebleu's scoring loop is timed inside the interpreter
@@ -89,7 +92,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rounds = arg("--rounds").unwrap_or(3).max(1);
     let threads = arg("--threads").unwrap_or(0);
     let n_pairs = arg("--pairs").unwrap_or(1000);
-    let rows = make_pairs(&root.join("tests/data/codebleu_corpus.jsonl"), n_pairs)?;
+    let corpus = std::env::args()
+        .skip_while(|a| a != "--corpus")
+        .nth(1)
+        .map_or_else(
+            || root.join("tests/data/codebleu_corpus.jsonl"),
+            PathBuf::from,
+        );
+    let rows = make_pairs(&corpus, n_pairs)?;
     let tmp = tempfile::NamedTempFile::new()?;
     std::fs::write(
         tmp.path(),
