@@ -399,3 +399,111 @@ fn vocabs_match_llama_cpp_on_a_stress_corpus() {
             .join("\n")
     );
 }
+
+/// A whole Llama GGUF whose tokenizer is the SentencePiece vocabulary: a tiny
+/// random model (llama.cpp's tensor names and q/k order) carrying
+/// llama-spm's `tokenizer.*` metadata loads with that tokenizer on the MLX
+/// and CPU paths, and generation decodes through it.
+#[test]
+fn spm_vocab_in_a_whole_model_file() {
+    use forge_gguf::{GgmlType, GgufWriter, NameArch};
+    use forge_model::{
+        Architecture, GenerateOptions, Generator, LoadOptions, ModelConfig, ModelSource, load,
+        load_cpu, random_model,
+    };
+    use mlx_rs::module::ModuleParameters;
+
+    let Some(vocab) = vocab_path("llama-spm") else {
+        return;
+    };
+    let source = GgufFile::open(&vocab).expect("open");
+    let (layers, hidden, heads, kv_heads) = (2, 64, 4, 2);
+    let config = ModelConfig::new(Architecture::Llama, 32000, hidden, 128, layers, heads)
+        .with_num_kv_heads(kv_heads)
+        .with_rms_norm_eps(1e-5)
+        .with_tie_word_embeddings(true);
+    let model = random_model(config, 11).expect("model");
+    let mut w = GgufWriter::new()
+        .with_metadata("general.architecture", "llama")
+        .with_metadata("llama.block_count", layers as u32)
+        .with_metadata("llama.embedding_length", hidden as u32)
+        .with_metadata("llama.feed_forward_length", 128u32)
+        .with_metadata("llama.attention.head_count", heads as u32)
+        .with_metadata("llama.attention.head_count_kv", kv_heads as u32)
+        .with_metadata("llama.attention.layer_norm_rms_epsilon", 1e-5f32)
+        .with_metadata("llama.context_length", 256u32)
+        .with_metadata("llama.rope.dimension_count", (hidden / heads) as u32);
+    for (key, value) in source.metadata().iter() {
+        if key.starts_with("tokenizer.") {
+            w = w.with_metadata(key, value.clone());
+        }
+    }
+    let params = model.parameters().flatten();
+    let mut names: Vec<&str> = params.keys().map(|k| k.as_ref()).collect();
+    names.sort_unstable();
+    let mut data = Vec::new();
+    for name in names {
+        let a = params
+            .get(name)
+            .expect("param")
+            .as_dtype(mlx_rs::Dtype::Float32)
+            .expect("f32");
+        a.eval().expect("eval");
+        let shape: Vec<usize> = a.shape().iter().map(|&d| d as usize).collect();
+        let mut values = a.as_slice::<f32>().to_vec();
+        let gguf_name = forge_gguf::hf_to_gguf(NameArch::Llama, name).expect("mapped");
+        if let Some(is_q) = forge_gguf::gguf_qk(&gguf_name) {
+            let h = if is_q { heads } else { kv_heads };
+            values = forge_gguf::permute_qk_rows(&values, shape[0], shape[1], h).expect("permute");
+        }
+        let dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
+        w = w
+            .with_tensor(gguf_name, dims, GgmlType::F32)
+            .expect("tensor");
+        data.push(
+            values
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        );
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tiny-spm.gguf");
+    let mut out = w.create(&path).expect("create");
+    for d in &data {
+        out.write_tensor(d).expect("write");
+    }
+    out.finish().expect("finish");
+
+    let mut loaded = load(&ModelSource::Gguf(path.clone()), &LoadOptions::new()).expect("load");
+    let tok = loaded
+        .tokenizer
+        .take()
+        .expect("tokenizer from the metadata");
+    assert_eq!(tok.vocab_size(), 32000);
+    assert_eq!(
+        tok.encode("Hello world", true).unwrap(),
+        vec![1, 15043, 3186]
+    );
+    let options = GenerateOptions::new()
+        .with_max_tokens(6)
+        .with_stop_at_eos(false);
+    let generation = Generator::new(&mut loaded.model, &tok)
+        .generate("Hello world", &options)
+        .expect("generate");
+    assert_eq!(generation.tokens.len(), 6);
+    assert_eq!(
+        generation.text,
+        tok.decode(&generation.tokens, true).unwrap()
+    );
+
+    let (mut cpu, cpu_tok) = load_cpu(&ModelSource::Gguf(path)).expect("load_cpu");
+    assert_eq!(
+        cpu_tok.encode("Hello world", true).unwrap(),
+        vec![1, 15043, 3186]
+    );
+    let cpu_generation = Generator::new(&mut cpu, &cpu_tok)
+        .generate("Hello world", &options)
+        .expect("generate");
+    assert_eq!(cpu_generation.tokens.len(), 6);
+}
