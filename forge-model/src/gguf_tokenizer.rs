@@ -14,24 +14,27 @@
 //!   llama.cpp. `Tokenizer::inner` is then the Hugging Face equivalent
 //!   (byte-fallback BPE, merges ranked by score) for writing `tokenizer.json`.
 //! - `"gpt2"`: byte-level BPE, built as a `tokenizers` tokenizer. The pieces:
+//!   - model: BPE over `tokenizer.ggml.tokens` (id = position) and
+//!     `tokenizer.ggml.merges` (`"a b"`, rank = position); `ignore_merges` for
+//!     the pre-tokenizers where llama.cpp sets it (`llama3` family);
+//!   - pre-tokenizer: the regexes llama.cpp uses for `tokenizer.ggml.pre`
+//!     (applied one after the other, each match and each gap becoming a piece,
+//!     as llama.cpp's `unicode_regex_split` does), then the GPT-2 byte → char
+//!     map ([`PRE_TOKENIZER_NAMES`] lists the names known);
+//!   - added tokens: every token of type control (3) or unknown (2), both
+//!     special, or user-defined (4), plus the end-of-generation / end-of-turn /
+//!     fill-in-the-middle tokens llama.cpp makes control by their text (`</s>`
+//!     in Qwen2's vocabulary is type 1), matched in the raw text before
+//!     pre-tokenization as llama.cpp does (special ones only when parsing
+//!     special tokens: [`Tokenizer::encode_with`]);
+//!   - special ids: `tokenizer.ggml.{bos,eos}_token_id`, and a bos prepended by
+//!     `encode(text, true)` when `tokenizer.ggml.add_bos_token` is true (or the
+//!     pre-tokenizer's default says so).
 //!
-//! - model: BPE over `tokenizer.ggml.tokens` (id = position) and
-//!   `tokenizer.ggml.merges` (`"a b"`, rank = position); `ignore_merges` for
-//!   the pre-tokenizers where llama.cpp sets it (`llama3` family);
-//! - pre-tokenizer: the regexes llama.cpp uses for `tokenizer.ggml.pre`
-//!   (applied one after the other, each match and each gap becoming a piece,
-//!   as llama.cpp's `unicode_regex_split` does), then the GPT-2 byte → char
-//!   map ([`PRE_TOKENIZER_NAMES`] lists the names known);
-//! - added tokens: every token of type control (3) or unknown (2), both
-//!   special, or user-defined (4), plus the end-of-generation / end-of-turn /
-//!   fill-in-the-middle tokens llama.cpp makes control by their text (`</s>`
-//!   in Qwen2's vocabulary is type 1), matched in the raw text before
-//!   pre-tokenization as llama.cpp does (special ones only when parsing
-//!   special tokens: [`Tokenizer::encode_with`]);
-//! - special ids: `tokenizer.ggml.{bos,eos}_token_id`, and a bos prepended by
-//!   `encode(text, true)` when `tokenizer.ggml.add_bos_token` is true (or the
-//!   pre-tokenizer's default says so);
-//! - chat template: `tokenizer.chat_template` (else ChatML).
+//! Both: the chat template from `tokenizer.chat_template` (else ChatML);
+//! eos ids from `tokenizer.ggml.{eos,eot}_token_id`.
+//! `tests/gguf_vocab_parity.rs` checks both against llama.cpp's tokenizer
+//! tests and against llama.cpp itself.
 //!
 //! Other models (`bert`, `t5`, `rwkv`…) are [`Error::Unsupported`].
 
