@@ -7,6 +7,12 @@
 //! xtask peers` copies them from the llama-cpp-python 0.3.36 sdist into
 //! `.forge/peers/vocab/`. Every case must give exactly those ids, and
 //! decoding them must give the text back.
+//!
+//! Then llama.cpp itself (node-llama-cpp, vocabulary only) on a larger
+//! seeded stress corpus, the special-token switches on the SentencePiece
+//! file, its Hugging Face equivalent, and a whole model file carrying it.
+//! Without the peers the tests skip (fail with `FORGE_REQUIRE_PEERS=1`).
+//! MLX is not thread-safe: run with `--test-threads=1`.
 
 mod common;
 
