@@ -6,6 +6,9 @@ pub enum Error {
     /// MLX raised an exception.
     #[error("mlx: {0}")]
     Mlx(#[from] mlx_rs::error::Exception),
+    /// A device was asked for that this process cannot use.
+    #[error("device: {0}")]
+    Device(String),
     /// An array could not be read back to the host.
     #[error("reading array `{name}` to the host: {source}")]
     Readback {

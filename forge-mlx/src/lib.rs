@@ -1,11 +1,13 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+pub mod device;
 mod error;
 mod runtime;
 mod shim;
 pub mod smoke;
 
+pub use device::{DeviceChoice, GpuBackend, gpu_backend, select as select_device};
 pub use error::{Error, Result};
 pub use mlx_rs;
 pub use runtime::{BlasBackend, RuntimeInfo, runtime_info};

@@ -1,5 +1,6 @@
-//! Truncated SVD on MLX's CPU stream (MLX's linalg runs on the CPU only), in
-//! f32: the full SVD (`mlx_rs::linalg::svd`), and the randomized SVD of
+//! Truncated SVD in f32, its factorizations on MLX's CPU stream (MLX's linalg
+//! runs on the CPU only) and, for the randomized SVD, its products with W on
+//! the default device: the full SVD (`mlx_rs::linalg::svd`), and the randomized SVD of
 //! Halko, Martinsson & Tropp 2011 (*Finding structure with randomness*,
 //! SIAM Review 53(2), Algorithm 4.4): with a seeded Gaussian `Ω ∈ ℝ^{n×(r+p)}`,
 //!
@@ -77,12 +78,16 @@ pub(crate) fn top_r_svd(w: &Array, r: usize, mode: SvdMode, seed: u64) -> Result
                 r,
             })
         }),
-        SvdMode::Randomized { niter, oversample } => cpu(|| {
+        SvdMode::Randomized { niter, oversample } => {
+            // The products with W (the O(mnk) work) run on the default
+            // device — the GPU when there is one; the thin QRs and the small
+            // SVD of B (O(mk²)) on the CPU stream, where MLX's linalg lives.
+            // On a CPU-only build both are the CPU: identical results.
             let k = (r + oversample).min(m).min(n);
             let mut rng = SplitMix64::new(seed);
             let omega: Vec<f32> = (0..n * k).map(|_| rng.next_normal() as f32).collect();
             let omega = Array::from_slice(&omega, &[n as i32, k as i32]);
-            let orth = |a: &Array| -> Result<Array> { Ok(mlx_rs::linalg::qr(a)?.0) };
+            let orth = |a: &Array| -> Result<Array> { cpu(|| Ok(mlx_rs::linalg::qr(a)?.0)) };
             let mut q = orth(&w.matmul(&omega)?)?;
             let wt = w.t();
             for _ in 0..niter {
@@ -90,7 +95,7 @@ pub(crate) fn top_r_svd(w: &Array, r: usize, mode: SvdMode, seed: u64) -> Result
                 q = orth(&w.matmul(&z)?)?;
             }
             let b = q.t().matmul(&w)?; // [k, n]
-            let (ub, s, vt) = mlx_rs::linalg::svd(&b)?;
+            let (ub, s, vt) = cpu(|| Ok(mlx_rs::linalg::svd(&b)?))?;
             let u = q.matmul(&ub)?; // [m, k]
             let kk = ub.dim(1) as usize;
             let (u, s, vt) = (host_f32(&u)?, host_f32(&s)?, host_f32(&vt)?);
@@ -100,7 +105,7 @@ pub(crate) fn top_r_svd(w: &Array, r: usize, mode: SvdMode, seed: u64) -> Result
                 vt: vt[..r * n].to_vec(),
                 r,
             })
-        }),
+        }
     }
 }
 

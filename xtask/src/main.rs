@@ -4,6 +4,7 @@
 //! workspace README for what each task does.
 
 mod bench_report;
+mod bundle_gpu;
 mod cargo_config;
 mod peers;
 mod peers_llama_quantize;
@@ -35,6 +36,8 @@ enum Task {
     Demo(tasks::DemoArgs),
     /// Run setup if needed, then the benchmark suite and print its comparison tables
     Bench(tasks::BenchArgs),
+    /// Write a folder with what a run on an NVIDIA GPU machine needs (binaries, MLX's CUDA build, env script)
+    BundleGpu(bundle_gpu::BundleArgs),
 }
 
 fn main() {
@@ -46,6 +49,7 @@ fn main() {
         Task::Test(args) => tasks::test(&args),
         Task::Demo(args) => tasks::demo(&args),
         Task::Bench(args) => tasks::bench(&args),
+        Task::BundleGpu(args) => bundle_gpu::run(&args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -41,7 +41,7 @@ pub(crate) struct BenchArgs {
 
 /// Workspace packages that (transitively) depend on mlx-rs. MLX is not
 /// thread-safe, so their tests run with one test thread.
-fn mlx_packages() -> Result<(Vec<String>, Vec<String>)> {
+pub(crate) fn mlx_packages() -> Result<(Vec<String>, Vec<String>)> {
     let meta = util::output(util::cargo().args(["metadata", "--format-version", "1"]))?;
     let meta: serde_json::Value = serde_json::from_str(&meta).context("parsing cargo metadata")?;
     let members: BTreeSet<String> = meta["workspace_members"]

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Side-by-side GPU benchmark: Forge (gpu_bench), mlx-lm 0.32.2 on MLX CUDA and
+# PyTorch + PEFT, on the same machine in one run. Prints JSON lines (and
+# appends them to $2).
+#
+#   examples/gpu_bench/run_all.sh BUNDLE RESULTS.jsonl DATA.json [STEPS]
+#
+# BUNDLE is a `cargo xtask bundle-gpu` folder; mlx and mlx-lm must be
+# importable by python3 (pip install mlx==0.32.2 mlx-cuda-13==0.32.2 mlx-lm==0.32.2);
+# torch, transformers and peft too.
+set -u
+bundle="$1"; results="$2"; data="$3"; steps="${4:-12}"
+here="$(cd "$(dirname "$0")" && pwd)"
+. "$bundle/forge-env.sh"
+run() { echo "+ $*" >&2; "$@" | tee -a "$results"; }
+for spec in "smollm2 4" "llama1b 8"; do
+  set -- $spec
+  run gpu_bench --device gpu train --shape "$1" --batch "$2" --data "$data" --steps "$steps"
+  run python3 "$here/mlx_lm_train.py" --shape "$1" --batch "$2" --data "$data" --steps "$steps"
+  run python3 "$here/peft_train.py" --shape "$1" --batch "$2" --data "$data" --steps "$steps"
+done
+run gpu_bench --device gpu generate --shape llama1b
+run python3 "$here/mlx_lm_generate.py" --shape llama1b
+for dev in gpu cpu; do
+  run gpu_bench --device "$dev" pissa --shape llama1b --niter 4
+done
