@@ -184,14 +184,86 @@ pub(crate) fn demo(args: &DemoArgs) -> Result<()> {
         .status()
         .with_context(|| format!("running {}", util::display(&run)))?;
     match status.code() {
-        Some(0) => Ok(()),
+        Some(0) => {}
         // The judge's gate refused the model: a real outcome of the demo, reported above.
-        Some(3) => {
-            eprintln!("demo: the gate refused the fine-tuned model; nothing was deployed");
-            Ok(())
-        }
+        Some(3) => eprintln!("demo: the gate refused the fine-tuned model; nothing was deployed"),
         _ => anyhow::bail!("{} failed ({status})", util::display(&run)),
     }
+    demo_llama_cpp_check()
+}
+
+/// Loads the demo's Q4_K_M GGUF in llama.cpp (node-llama-cpp, the tests' peer, through
+/// forge-core's reference script) and prints its perplexity on a source file of this
+/// repository; skipped with a message when node or the peer is missing.
+fn demo_llama_cpp_check() -> Result<()> {
+    let root = util::workspace_root();
+    let state = root.join("target").join("forge-demo");
+    let runs = state.join("runs");
+    let mut ids: Vec<_> = std::fs::read_dir(&runs)
+        .with_context(|| format!("reading {}", runs.display()))?
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .collect();
+    ids.sort();
+    let Some(last) = ids.last() else {
+        return Ok(());
+    };
+    let manifest = runs.join(last).join("export").join("manifest.json");
+    let Ok(text) = std::fs::read_to_string(&manifest) else {
+        return Ok(());
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", manifest.display()))?;
+    let Some(rel) = manifest["outputs"]["gguf_q4_k_m"]["path"].as_str() else {
+        return Ok(());
+    };
+    let gguf = state.join(rel);
+    let peer = peers::PeerLayout::new(&root).node_llama_cpp;
+    let node_ok = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !node_ok || !peer.join("node_modules").join("node-llama-cpp").is_dir() {
+        eprintln!(
+            "demo: llama.cpp check skipped: node or node-llama-cpp missing (cargo xtask peers)"
+        );
+        return Ok(());
+    }
+    let script = root.join("forge-core/tests/reference/llama_cpp_export.mjs");
+    let work = state.join("llama-cpp-check");
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let call = |request: serde_json::Value| -> Result<serde_json::Value> {
+        let (req, resp) = (work.join("request.json"), work.join("response.json"));
+        std::fs::write(&req, request.to_string())?;
+        let mut cmd = Command::new("node");
+        cmd.arg(&script)
+            .arg(&req)
+            .arg(&resp)
+            .env("FORGE_NODE_LLAMA_CPP_DIR", &peer);
+        util::run(&mut cmd)?;
+        Ok(serde_json::from_str(&std::fs::read_to_string(&resp)?)?)
+    };
+    let source = "forge-miner/src/bm25.rs";
+    let text: String = std::fs::read_to_string(root.join(source))?
+        .chars()
+        .take(1500)
+        .collect();
+    let tokens = call(serde_json::json!({"model": gguf, "threads": 2, "tokenize": [text]}))?;
+    let ids = tokens["tokenize"][0].clone();
+    let out = call(serde_json::json!({"model": gguf, "threads": 2, "ppl": ids}))?;
+    let ppl = out["ppl"]["ppl"]
+        .as_f64()
+        .context("llama.cpp returned no perplexity")?;
+    anyhow::ensure!(
+        ppl.is_finite() && ppl > 1.0,
+        "llama.cpp perplexity {ppl} on the GGUF"
+    );
+    println!(
+        "llama.cpp ({}) runs {}: perplexity {ppl:.2} over {} tokens of {source}",
+        out["version"].as_str().unwrap_or("node-llama-cpp"),
+        gguf.display(),
+        out["ppl"]["tokens"]
+    );
+    Ok(())
 }
 
 pub(crate) fn bench(args: &BenchArgs) -> Result<()> {
