@@ -22,7 +22,9 @@ use forge_gguf::{GgufFile, NameArch};
 use forge_model::{
     Architecture, LoadOptions, Model, ModelConfig, ModelSource, RopeScaling, default_model_path,
 };
-use forge_peft::{ADAPTER_CONFIG, MLX_LM_WEIGHTS, PEFT_WEIGHTS, PeftModel};
+use forge_peft::{
+    ADAPTER_CONFIG, DLP_CONFIG, MLX_LM_WEIGHTS, MOE_CONFIG, MOE_WEIGHTS, PEFT_WEIGHTS, PeftModel,
+};
 use mlx_rs::module::ModuleParameters;
 use mlx_rs::{Array, Dtype};
 
@@ -167,6 +169,20 @@ pub fn load_adapter(model: Model, dir: &Path) -> Result<PeftModel> {
         Ok(PeftModel::load_peft(model, dir)?)
     } else if dir.join(MLX_LM_WEIGHTS).is_file() {
         Ok(PeftModel::load_mlx_lm(model, dir)?)
+    } else if dir.join(MOE_CONFIG).is_file() || dir.join(MOE_WEIGHTS).is_file() {
+        Err(export_err(format!(
+            "{}: a MoELoRA adapter: its experts are mixed per token by a router, so they cannot be \
+             fused into the base weights nor written as one GGUF LoRA; serve it with \
+             `MoeLoraModel::load`, or export the experts as separate PEFT adapters \
+             (`MoeLoraModel::export_experts`) and fuse one of them",
+            dir.display()
+        )))
+    } else if dir.join(DLP_CONFIG).is_file() {
+        Err(export_err(format!(
+            "{}: a DLP-LoRA library: its LoRAs are fused per request by the plugin \
+             (`DlpLora::fused_for`), not once; fuse one of its LoRAs instead",
+            dir.display()
+        )))
     } else {
         Err(export_err(format!(
             "{}: no {PEFT_WEIGHTS} or {MLX_LM_WEIGHTS} (with {ADAPTER_CONFIG}) to load",
