@@ -12,9 +12,12 @@
 //! Training: batches of 4 × 64 tokens (this repository's Rust sources),
 //! AdamW, `FORGE_PEFT_BENCH_STEPS` (default 2) steps per system per round;
 //! inference: a 32-token prompt, 32 greedy tokens per request. The systems
-//! run interleaved for `FORGE_PEFT_BENCH_ROUNDS` (default 3) rounds after a
-//! warm-up round, so load from other processes spreads over all of them;
-//! the ratios are of the summed times. The table goes to stdout and to
+//! run interleaved for `FORGE_PEFT_BENCH_ROUNDS` (default 3; training) and
+//! `FORGE_PEFT_BENCH_INFER_ROUNDS` (default: the same; inference) rounds
+//! after a warm-up round, so load from other processes spreads over all of
+//! them; each rate is the median over the rounds, per wall second and per
+//! CPU second of this process (`/proc/self/stat`; other processes' load moves
+//! it much less). The table goes to stdout and to
 //! `<target>/forge-bench/peft-moe-dlp.md`.
 #![allow(missing_docs)]
 
@@ -134,6 +137,7 @@ fn main() -> Res<()> {
     }
     let steps = env_usize("FORGE_PEFT_BENCH_STEPS", 2);
     let rounds = env_usize("FORGE_PEFT_BENCH_ROUNDS", 3);
+    let infer_rounds = env_usize("FORGE_PEFT_BENCH_INFER_ROUNDS", rounds);
     let loaded = load(&ModelSource::Default, &LoadOptions::new())?;
     let tok = loaded.tokenizer.ok_or("no tokenizer")?;
     let base: Model = loaded.model;
@@ -156,8 +160,11 @@ fn main() -> Res<()> {
     let mut moe4 = MoeLoraModel::new(base.clone(), moe_cfg(4, 2).with_top_k(2))?;
 
     // Training: warm-up round, then interleaved rounds.
-    let mut tt = [[0.0f64; 3]; 3];
+    let mut tt: Vec<[[f64; 3]; 3]> = Vec::new();
     for round in 0..=rounds {
+        if rounds == 0 {
+            break;
+        }
         let r = [
             timed(|| train(&mut lora, &data, steps, pad))?,
             timed(|| train(&mut moe2, &data, steps, pad))?,
@@ -165,11 +172,7 @@ fn main() -> Res<()> {
         ];
         eprintln!("training round {round} [wall s, cpu s, tokens]: {r:?}");
         if round > 0 {
-            for (acc, x) in tt.iter_mut().zip(r) {
-                for k in 0..3 {
-                    acc[k] += x[k];
-                }
-            }
+            tt.push(r);
         }
     }
 
@@ -184,9 +187,9 @@ fn main() -> Res<()> {
     let plugin_params = pcfg.num_parameters();
     let dlp = DlpLora::new(base.clone(), library, Plugin::new(pcfg)?, 0.8)?;
     let prompt: Vec<u32> = data[0].ids[..PROMPT].to_vec();
-    let mut it = [[0.0f64; 3]; 4];
+    let mut it: Vec<[[f64; 3]; 4]> = Vec::new();
     let mut fuse_s = 0.0f64;
-    for round in 0..=rounds {
+    for round in 0..=infer_rounds {
         let mut f = 0.0;
         let r = [
             timed(|| generate(&mut merged, &prompt))?,
@@ -199,14 +202,12 @@ fn main() -> Res<()> {
                 generate(&mut fused, &prompt)
             })?,
         ];
-        eprintln!("inference round {round} [wall s, cpu s, tokens]: {r:?}, DLP select+fuse {f:.3} s");
+        eprintln!(
+            "inference round {round} [wall s, cpu s, tokens]: {r:?}, DLP select+fuse {f:.3} s"
+        );
         if round > 0 {
             fuse_s += f;
-            for (acc, x) in it.iter_mut().zip(r) {
-                for k in 0..3 {
-                    acc[k] += x[k];
-                }
-            }
+            it.push(r);
         }
     }
 
@@ -214,16 +215,33 @@ fn main() -> Res<()> {
     md.push_str(&format!(
         "SmolLM2-135M f32, every projection of the last {LAYERS} blocks; training {BATCH} × {SEQ} tokens, \
          {steps} steps × {rounds} rounds per system; inference {PROMPT}-token prompt + {NEW} greedy tokens \
-         per request × {rounds} rounds (prefill included); DLP plugin {plugin_params} parameters.\n\n"
+         per request × {infer_rounds} rounds (prefill included); DLP plugin {plugin_params} parameters. \
+         Rates are medians over the rounds (systems interleaved within each round).\n\n"
     ));
     md.push_str(
         "| system | training tok/s | vs LoRA | training tok/CPU-s | vs LoRA | inference tok/s | vs LoRA | inference tok/CPU-s | vs LoRA |\n\
          |---|---|---|---|---|---|---|---|---|\n",
     );
-    // tokens per wall second and per CPU second
-    let rate = |x: &[f64; 3]| (x[2] / x[0], x[2] / x[1].max(1e-9));
-    let (tw0, tc0) = rate(&tt[0]);
-    let (iw0, ic0) = rate(&it[0]);
+    // Median tokens per wall second and per CPU second of system `i`.
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n == 0 {
+            f64::NAN
+        } else if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            0.5 * (v[n / 2 - 1] + v[n / 2])
+        }
+    }
+    fn rate<const N: usize>(rounds: &[[[f64; 3]; N]], i: usize) -> (f64, f64) {
+        (
+            median(rounds.iter().map(|r| r[i][2] / r[i][0]).collect()),
+            median(rounds.iter().map(|r| r[i][2] / r[i][1].max(1e-9)).collect()),
+        )
+    }
+    let (tw0, tc0) = rate(&tt, 0);
+    let (iw0, ic0) = rate(&it, 0);
     let rows = [
         ("LoRA r8 (inference: merged)", Some(0), 0),
         ("MoELoRA 2 experts r4, softmax", Some(1), 1),
@@ -233,12 +251,12 @@ fn main() -> Res<()> {
     for (name, tr, inf) in rows {
         let train_cols = match tr {
             Some(i) => {
-                let (w, c) = rate(&tt[i]);
+                let (w, c) = rate(&tt, i);
                 format!("{w:.1} | {:.2}x | {c:.1} | {:.2}x", w / tw0, c / tc0)
             }
             None => "(the LoRAs' own) | — | — | —".to_string(),
         };
-        let (w, c) = rate(&it[inf]);
+        let (w, c) = rate(&it, inf);
         md.push_str(&format!(
             "| {name} | {train_cols} | {w:.2} | {:.2}x | {c:.2} | {:.2}x |\n",
             w / iw0,
@@ -246,8 +264,8 @@ fn main() -> Res<()> {
         ));
     }
     md.push_str(&format!(
-        "\nDLP-LoRA select + fuse: {:.3} s per request (mean of {rounds}).\n",
-        fuse_s / rounds as f64
+        "\nDLP-LoRA select + fuse: {:.3} s per request (mean of {infer_rounds}).\n",
+        fuse_s / infer_rounds.max(1) as f64
     ));
     println!("{md}");
     let dir = std::env::var_os("CARGO_TARGET_DIR")
