@@ -309,6 +309,8 @@ export PATH="$_fb/bin:$PATH"
 # A CUDA toolkit's headers for NVRTC.
 _cuda=""
 for d in "${CUDA_HOME:-}" "${CUDA_PATH:-}" /usr/local/cuda /usr/local/cuda-13* "$(dirname "$(dirname "$(command -v nvcc 2>/dev/null || echo /x/x/x)")")"; do
+  # Skip the merged folder of an earlier sourcing (it links to the toolkit).
+  [ "$d" = "$_fb/.cuda-home" ] && continue
   if [ -n "$d" ] && [ -f "$d/include/cuda_runtime.h" ]; then _cuda="$d"; break; fi
 done
 if [ -z "$_cuda" ]; then
@@ -325,7 +327,9 @@ else
     done
     echo "$_cuda" > "$_home/.from"
   fi
-  export CUDA_HOME="$_home"
+  # MLX's JIT (the fused kernels of compiled functions) reads CUDA_PATH;
+  # without it: `cannot open source file "cuda_bf16.h"`.
+  export CUDA_HOME="$_home" CUDA_PATH="$_home"
 fi
 echo "forge-env: libmlx $_fb/mlx/lib/libmlx.so; CUDA headers ${_cuda:-none}; runtime libs ${_libs:-none found}" >&2
 unset _fb _libs _cuda _home d f
