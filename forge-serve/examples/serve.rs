@@ -49,7 +49,10 @@ fn main() -> forge_serve::Result<()> {
     serve_blocking(config, |r| {
         eprintln!("serving {} ({}) at http://{}", r.model_id, r.engine, r.addr);
         if let Some(ix) = &r.index {
-            eprintln!("index: {} files, {} units, {} ms", ix.files, ix.units, ix.millis);
+            eprintln!(
+                "index: {} files, {} units, {} ms",
+                ix.files, ix.units, ix.millis
+            );
         }
     })
 }
