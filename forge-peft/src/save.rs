@@ -171,7 +171,8 @@ fn read_json(path: &Path) -> Result<Value> {
     })
 }
 
-fn write_json(path: &Path, v: &Value) -> Result<()> {
+/// Writes `v` as pretty JSON atomically; a serialization error names `path`.
+pub(crate) fn write_json(path: &Path, v: &impl serde::Serialize) -> Result<()> {
     let s = serde_json::to_vec_pretty(v).map_err(|e| Error::Json {
         path: path.to_path_buf(),
         message: e.to_string(),

@@ -41,7 +41,7 @@ use crate::error::{Error, Result};
 use crate::model::{PROJECTIONS, PeftModel};
 use crate::save::{PlainLora, read_tensors, write_tensors};
 use crate::train::optim::AdamW;
-use crate::util::{SplitMix64, fnv1a, host_f32, write_atomic};
+use crate::util::{SplitMix64, fnv1a, host_f32};
 
 /// DLP-LoRA's config file.
 pub const DLP_CONFIG: &str = "dlp_lora_config.json";
@@ -721,11 +721,7 @@ impl DlpLora {
             "scales": scales,
         });
         let p = dir.join(DLP_CONFIG);
-        let bytes = serde_json::to_vec_pretty(&cfg).map_err(|e| Error::Json {
-            path: p.clone(),
-            message: e.to_string(),
-        })?;
-        write_atomic(&p, &bytes)?;
+        crate::save::write_json(&p, &cfg)?;
         Ok(dir.to_path_buf())
     }
 

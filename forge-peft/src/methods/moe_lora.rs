@@ -60,7 +60,7 @@ use crate::model::{PROJECTIONS, PeftModel, module_name};
 use crate::save::{read_tensors, write_tensors};
 use crate::target::{TargetRule, Targets};
 use crate::train::trainable::Trainable;
-use crate::util::{SplitMix64, fnv1a, write_atomic};
+use crate::util::{SplitMix64, fnv1a};
 
 /// MoELoRA's weights file.
 pub const MOE_WEIGHTS: &str = "moe_lora.safetensors";
@@ -747,11 +747,7 @@ impl MoeLoraModel {
             "modules": modules,
         });
         let p = dir.join(MOE_CONFIG);
-        let bytes = serde_json::to_vec_pretty(&cfg).map_err(|e| Error::Json {
-            path: p.clone(),
-            message: e.to_string(),
-        })?;
-        write_atomic(&p, &bytes)?;
+        crate::save::write_json(&p, &cfg)?;
         Ok(dir.to_path_buf())
     }
 
@@ -843,11 +839,7 @@ impl MoeLoraModel {
             "note": "routed experts: h = W0 x + s * sum_e G(x)_e B_e A_e x; the experts cannot be merged into the base",
         });
         let p = dir.join(MOE_CONFIG);
-        let bytes = serde_json::to_vec_pretty(&cfg).map_err(|e| Error::Json {
-            path: p.clone(),
-            message: e.to_string(),
-        })?;
-        write_atomic(&p, &bytes)?;
+        crate::save::write_json(&p, &cfg)?;
         Ok(out)
     }
 }
