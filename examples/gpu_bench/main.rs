@@ -93,6 +93,9 @@ enum Cmd {
         /// Gradient checkpointing
         #[arg(long)]
         checkpoint: bool,
+        /// Do not compile the training step (`compile = false`)
+        #[arg(long)]
+        eager: bool,
     },
     /// PiSSA initialisation of every projection (rank 8): randomized SVD
     /// (`--niter`) or, with `--full`, the full SVD
@@ -223,6 +226,7 @@ fn train(
     steps: usize,
     dtype: Dtype,
     ckpt: bool,
+    compile: bool,
 ) -> Result<()> {
     let seqs: Vec<Vec<u32>> =
         serde_json::from_slice(&std::fs::read(data).with_context(|| data.display().to_string())?)
@@ -255,7 +259,8 @@ fn train(
         .with_lr(1e-5)
         .with_schedule(Schedule::Constant)
         .with_clip_grad_norm(0.0)
-        .with_grad_checkpoint(ckpt);
+        .with_grad_checkpoint(ckpt)
+        .with_compile(compile);
     let per_step = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
     let sink = per_step.clone();
     mlx_rs::memory::reset_peak_memory()?;
@@ -281,7 +286,7 @@ fn train(
         json!({
             "tool": "forge", "task": "train", "shape": format!("{shape:?}").to_lowercase(),
             "device": device_name(), "dtype": format!("{dtype:?}"), "batch": batch, "seq": seq,
-            "steps": steps, "checkpoint": ckpt, "tokens_per_s": median(tps),
+            "steps": steps, "checkpoint": ckpt, "compiled": compile, "tokens_per_s": median(tps),
             "peak_memory_gib": peak as f64 / (1u64 << 30) as f64,
             "final_loss": report.steps.last().map(|m| m.loss), "wall_s": wall,
         })
@@ -372,7 +377,8 @@ fn main() -> Result<()> {
             steps,
             dtype,
             checkpoint,
-        } => train(shape, &d, batch, steps, dtype.dtype(), checkpoint),
+            eager,
+        } => train(shape, &d, batch, steps, dtype.dtype(), checkpoint, !eager),
         Cmd::Pissa { shape, niter, full } => pissa(shape, niter, full),
         Cmd::Generate {
             shape,

@@ -8,9 +8,11 @@
 //! same recipe: rank 8, scale 20 (mlx-lm's defaults), every linear layer of
 //! the last 16 blocks, batch 4, max sequence 512, Adam lr 1e-5, no clipping.
 //! Each side runs as its own process under `/usr/bin/time -v`, one after the
-//! other, so its peak RSS is its own. Forge runs twice: plain, and with
-//! gradient checkpointing (`grad_checkpoint`, mlx-lm's `--grad-checkpoint`
-//! stays off as in its defaults). mlx-lm's PyPI `libmlx` uses the reference
+//! other, so its peak RSS is its own. Forge runs three times: plain (its
+//! step compiled, as mlx-lm's is), with gradient checkpointing
+//! (`grad_checkpoint`, mlx-lm's `--grad-checkpoint` stays off as in its
+//! defaults), and not compiled (`compile = false`) to show what compiling
+//! the step gains. mlx-lm's PyPI `libmlx` uses the reference
 //! BLAS, so it runs with OpenBLAS interposed (`LD_PRELOAD`) like our build.
 //!
 //! Throughput is tokens counted in the loss per second of training steps,
@@ -154,7 +156,7 @@ fn peft_config(method: Method, layers: std::ops::Range<usize>) -> PeftConfig {
 }
 
 /// Child: trains with forge-peft and prints one JSON line.
-fn child(dir: &Path, steps: usize, checkpoint: bool) -> Res<()> {
+fn child(dir: &Path, steps: usize, checkpoint: bool, compile: bool) -> Res<()> {
     let loaded = load(&ModelSource::HfDir(dir.join("model")), &LoadOptions::new())?;
     let tok = loaded.tokenizer.ok_or("no tokenizer")?;
     let n_layers = loaded.model.config().num_layers;
@@ -170,7 +172,8 @@ fn child(dir: &Path, steps: usize, checkpoint: bool) -> Res<()> {
         .with_lr(LR)
         .with_schedule(Schedule::Constant)
         .with_clip_grad_norm(0.0)
-        .with_grad_checkpoint(checkpoint);
+        .with_grad_checkpoint(checkpoint)
+        .with_compile(compile);
     let cpu = std::rc::Rc::new(std::cell::RefCell::new((cpu_seconds(), Vec::new())));
     let c = cpu.clone();
     let report = Trainer::new(opts)
@@ -259,14 +262,14 @@ fn run_timed(mut cmd: Command, what: &str) -> Res<(String, String, f64)> {
     Ok((stdout, stderr, wall))
 }
 
-fn run_forge(dir: &Path, steps: usize, checkpoint: bool) -> Res<Side> {
+fn run_forge(dir: &Path, steps: usize, mode: &str) -> Res<Side> {
     let mut cmd = Command::new("/usr/bin/time");
     cmd.arg("-v")
         .arg(std::env::current_exe()?)
         .arg("--child")
         .arg(dir)
         .arg(steps.to_string())
-        .arg(if checkpoint { "checkpoint" } else { "plain" });
+        .arg(mode);
     let (stdout, stderr, wall) = run_timed(cmd, "forge-peft training")?;
     eprint!(
         "{}",
@@ -385,10 +388,12 @@ fn main() -> Res<()> {
     if let Some(i) = args.iter().position(|a| a == "--child") {
         let dir = PathBuf::from(&args[i + 1]);
         let steps: usize = args[i + 2].parse()?;
+        let mode = args.get(i + 3).map_or("plain", String::as_str);
         return child(
             &dir,
             steps,
-            args.get(i + 3).is_some_and(|a| a == "checkpoint"),
+            mode.contains("checkpoint"),
+            !mode.contains("uncompiled"),
         );
     }
     if let Some(i) = args.iter().position(|a| a == "--svd-only") {
@@ -422,8 +427,9 @@ fn main() -> Res<()> {
     write_model(&dir.join("model"))?;
     let n_train = write_data(&dir.join("data"))?;
     eprintln!("{n_train} training records; {steps} steps per side");
-    let forge = run_forge(&dir, steps, false)?;
-    let forge_ck = run_forge(&dir, steps, true)?;
+    let forge = run_forge(&dir, steps, "plain")?;
+    let forge_ck = run_forge(&dir, steps, "checkpoint")?;
+    let forge_eager = run_forge(&dir, steps, "plain-uncompiled")?;
     let mlx = run_mlx_lm(&python, &dir, steps)?;
     let svd = if std::env::var("FORGE_PEFT_BENCH_SKIP_SVD").is_ok_and(|v| v == "1") {
         None
@@ -440,6 +446,7 @@ fn main() -> Res<()> {
     for (name, s) in [
         ("forge-peft", &forge),
         ("forge-peft, gradient checkpointing", &forge_ck),
+        ("forge-peft, not compiled (`compile = false`)", &forge_eager),
         ("mlx_lm lora 0.32.2", &mlx),
     ] {
         md.push_str(&format!(
@@ -452,7 +459,11 @@ fn main() -> Res<()> {
         ));
     }
     md.push('\n');
-    for (name, s) in [("forge-peft", &forge), ("with checkpointing", &forge_ck)] {
+    for (name, s) in [
+        ("forge-peft", &forge),
+        ("with checkpointing", &forge_ck),
+        ("not compiled", &forge_eager),
+    ] {
         md.push_str(&format!(
             "- {name} / mlx-lm: tokens/s {:.2}x (per CPU-second {:.2}x; goal ≥ 1.3x), peak RSS {:.2}x (goal ≤ 0.8x)\n",
             s.tokens_per_s / mlx.tokens_per_s,

@@ -97,6 +97,15 @@ impl Adapter {
     }
 }
 
+/// `x` cast to `dtype` when it has another one.
+pub(crate) fn same_dtype(x: Array, dtype: mlx_rs::Dtype) -> Result<Array> {
+    Ok(if x.dtype() == dtype {
+        x
+    } else {
+        x.as_dtype(dtype)?
+    })
+}
+
 /// A linear layer `y = x Wᵀ + b` with an optional adapter.
 #[derive(Debug, Clone)]
 pub struct AdaptedLinear {
@@ -161,6 +170,10 @@ impl AdaptedLinear {
             .matmul(adapter.a.t())?
             .matmul(adapter.b.t())?
             .multiply(Array::from_f32(adapter.scale))?;
+        // f32 adapters over a bf16/f16 model: the low-rank path runs in
+        // f32 and is cast back, so the residual stream keeps the model's
+        // dtype (otherwise every later layer would be promoted to f32).
+        let lora = same_dtype(lora, base.dtype())?;
         let y = base.add(&lora)?;
         let y = match &adapter.magnitude {
             None => y,
@@ -171,7 +184,8 @@ impl AdaptedLinear {
                 } else {
                     norm
                 };
-                y.multiply(m.divide(&norm)?)?
+                let dt = y.dtype();
+                y.multiply(same_dtype(m.divide(&norm)?, dt)?)?
             }
         };
         self.add_bias(y)

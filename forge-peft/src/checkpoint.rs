@@ -127,3 +127,88 @@ pub(crate) fn checkpointed(f: BlockFn, inputs: &[Array]) -> Result<Vec<Array>> {
         Ok(values)
     }
 }
+
+/// A custom vector-Jacobian product: `(primals, cotangents, outputs)` to one
+/// cotangent per primal.
+pub(crate) type VjpFn = Box<dyn FnMut(&[Array], &[Array], &[Array]) -> Result<Vec<Array>>>;
+
+extern "C" fn vjp_trampoline(
+    ret: *mut sys::mlx_vector_array,
+    primals: sys::mlx_vector_array,
+    cotangents: sys::mlx_vector_array,
+    outputs: sys::mlx_vector_array,
+    payload: *mut c_void,
+) -> i32 {
+    let run = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `payload` is the `Box<VjpFn>` made in `custom_vjp`, alive
+        // until `drop_vjp_payload` runs.
+        let f = unsafe { &mut *(payload as *mut VjpFn) };
+        f(
+            &vector_values(primals),
+            &vector_values(cotangents),
+            &vector_values(outputs),
+        )
+    }));
+    let message = match run {
+        Ok(Ok(out)) => {
+            // SAFETY: MLX passes a valid out-pointer.
+            unsafe { *ret = new_vector(&out) };
+            return 0;
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "the custom gradient panicked".to_string(),
+    };
+    LAST_ERROR.with(|l| *l.borrow_mut() = Some(message));
+    1
+}
+
+extern "C" fn drop_vjp_payload(payload: *mut c_void) {
+    if !payload.is_null() {
+        // SAFETY: made by `Box::into_raw` in `custom_vjp`, dropped once.
+        drop(unsafe { Box::from_raw(payload as *mut VjpFn) });
+    }
+}
+
+/// Applies `f` to `inputs` as a function whose gradient is `vjp` (MLX's
+/// `custom_vjp` transform): MLX differentiates through it by calling `vjp`
+/// with the primals, the output cotangents and the outputs `f` produced,
+/// instead of through `f`'s own graph. Captured arrays are constants.
+pub(crate) fn custom_vjp(f: BlockFn, vjp: VjpFn, inputs: &[Array]) -> Result<Vec<Array>> {
+    let fwd_payload = Box::into_raw(Box::new(f)) as *mut c_void;
+    let vjp_payload = Box::into_raw(Box::new(vjp)) as *mut c_void;
+    // SAFETY: plain mlx-c calls on handles created here and freed below; both
+    // payloads' ownership moves to their closures (freed through the
+    // destructors given).
+    unsafe {
+        let fun =
+            sys::mlx_closure_new_func_payload(Some(trampoline), fwd_payload, Some(drop_payload));
+        let fun_vjp = sys::mlx_closure_custom_new_func_payload(
+            Some(vjp_trampoline),
+            vjp_payload,
+            Some(drop_vjp_payload),
+        );
+        let mut wrapped = sys::mlx_closure_new();
+        let status = sys::mlx_custom_vjp(&mut wrapped, fun, fun_vjp);
+        sys::mlx_closure_free(fun);
+        sys::mlx_closure_custom_free(fun_vjp);
+        if status != 0 {
+            sys::mlx_closure_free(wrapped);
+            return Err(Error::Unsupported("mlx_custom_vjp failed".into()));
+        }
+        let args = new_vector(inputs);
+        let mut out = sys::mlx_vector_array_new();
+        let status = sys::mlx_closure_apply(&mut out, wrapped, args);
+        sys::mlx_vector_array_free(args);
+        sys::mlx_closure_free(wrapped);
+        if status != 0 {
+            sys::mlx_vector_array_free(out);
+            let msg = LAST_ERROR
+                .with(|l| l.borrow_mut().take())
+                .unwrap_or_else(|| "MLX refused the custom-gradient function".into());
+            return Err(Error::Unsupported(format!("custom gradient: {msg}")));
+        }
+        let values = vector_values(out);
+        sys::mlx_vector_array_free(out);
+        Ok(values)
+    }
+}

@@ -409,11 +409,24 @@ impl PeftModel {
     /// The summed next-token loss over the positions `rows` (indices into
     /// the flattened `[b·l]` positions, int32) with targets `targets` (int32,
     /// one per row): the final norm, the output projection and the
-    /// cross-entropy run on those rows only, `chunk` rows at a time, each
-    /// chunk under MLX's checkpoint transform, so the `[rows, vocab]` logits
-    /// and their softmax never exist at once and masked positions (prompt,
-    /// padding) cost no head compute. Equals `masked_nll_sum(forward(..))`
-    /// (test `selected_chunked_loss_equals_full_logits`).
+    /// cross-entropy run on those rows only, `chunk` rows at a time, so the
+    /// `[rows, vocab]` logits never exist for all rows at once and masked
+    /// positions (prompt, padding) cost no head compute. Equals
+    /// `masked_nll_sum(forward(..))` (test
+    /// `selected_chunked_loss_equals_full_logits`).
+    ///
+    /// Each chunk's projection and cross-entropy is one custom-gradient
+    /// function (a fused linear cross-entropy): with `z = hWᵀ` and
+    /// `ℓ = Σ_i (logsumexp(z_i) − z_{i,t_i})`, the forward also computes
+    ///
+    /// ```text
+    /// ∂ℓ/∂h = (softmax(z) − onehot(t)) W
+    /// ```
+    ///
+    /// while the logits are at hand, and the backward pass only scales it
+    /// by the incoming cotangent. The logits are neither kept for the
+    /// backward pass (memory) nor recomputed (as checkpointing would: one
+    /// more `[rows, d] × [d, vocab]` product per chunk).
     pub(crate) fn selected_nll_sum(
         &mut self,
         hidden: &Array,
@@ -432,26 +445,59 @@ impl PeftModel {
             let idx = mlx_rs::ops::arange::<_, i32>(start, end, None)?;
             let h = picked.take_axis(&idx, 0)?;
             let t = targets.take_axis(&idx, 0)?;
-            let mut norm = self.model.model.norm.clone();
+            let hn = self.model.model.norm.forward(&h)?;
             let mut head = self.model.lm_head.clone();
             let embed = self.model.model.embed_tokens.clone();
             let f = move |xs: &[Array]| -> Result<Vec<Array>> {
-                let h = norm.forward(&xs[0])?;
-                let logits = match head.as_mut() {
-                    Some(head) => head.forward(&h)?,
-                    None => embed.as_linear(&h)?,
-                }
-                .as_type::<f32>()?;
-                let lse = logits.logsumexp_axis(-1, false)?;
-                let picked = logits
-                    .take_along_axis(t.expand_dims(-1)?, -1)?
-                    .squeeze_axes(&[-1])?;
-                Ok(vec![lse.subtract(&picked)?.sum(None)?])
+                let (hn, t) = (&xs[0], &xs[1]);
+                let mut project = |x: &Array| -> Result<Array> {
+                    Ok(match head.as_mut() {
+                        Some(head) => head.forward(x)?,
+                        None => embed.as_linear(x)?,
+                    })
+                };
+                let raw = project(hn)?;
+                let logits = raw.as_type::<f32>()?;
+                let lse = logits.logsumexp_axis(-1, true)?;
+                let t1 = t.expand_dims(-1)?;
+                let nll = lse.subtract(logits.take_along_axis(&t1, -1)?)?.sum(None)?;
+                let vocab = logits.dim(-1);
+                let onehot = mlx_rs::ops::arange::<_, i32>(0, vocab, None)?
+                    .expand_dims(0)?
+                    .eq(&t1)?
+                    .as_type::<f32>()?;
+                let dlogits = logits
+                    .subtract(&lse)?
+                    .exp()?
+                    .subtract(&onehot)?
+                    .as_dtype(raw.dtype())?;
+                let (_, g) = mlx_rs::transforms::fallible_vjp(
+                    |x: &[Array]| {
+                        project(&x[0]).map(|y| vec![y]).map_err(|e| match e {
+                            Error::Mlx(e) => e,
+                            other => mlx_rs::error::Exception::custom(other.to_string()),
+                        })
+                    },
+                    std::slice::from_ref(hn),
+                    &[dlogits],
+                )?;
+                let g = g
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| Error::Unsupported("no head gradient".into()))?;
+                Ok(vec![nll, g])
             };
-            let part = crate::checkpoint::checkpointed(Box::new(f), &[h])?
+            let vjp = |primals: &[Array], cot: &[Array], out: &[Array]| -> Result<Vec<Array>> {
+                let g = &out[1];
+                Ok(vec![
+                    g.multiply(cot[0].as_dtype(g.dtype())?)?,
+                    mlx_rs::ops::zeros_like(&primals[1])?,
+                ])
+            };
+            let part = crate::checkpoint::custom_vjp(Box::new(f), Box::new(vjp), &[hn, t])?
                 .into_iter()
                 .next()
-                .ok_or_else(|| Error::Unsupported("checkpointed head returned nothing".into()))?;
+                .ok_or_else(|| Error::Unsupported("the loss head returned nothing".into()))?;
             total = Some(match total {
                 Some(t) => t.add(&part)?,
                 None => part,

@@ -353,7 +353,9 @@ impl MoeLinear {
         let lora = gated.matmul(&b_cat)?.multiply(Array::from_f32(ex.scale))?;
         let mut out_shape = lead;
         out_shape.push(dout);
-        let y = self.base(&x2)?.add(&lora)?.reshape(&out_shape)?;
+        let base = self.base(&x2)?;
+        let lora = crate::adapter::same_dtype(lora, base.dtype())?;
+        let y = base.add(&lora)?.reshape(&out_shape)?;
         if !aux {
             return Ok((y, None));
         }

@@ -178,3 +178,129 @@ pub fn loss_and_grad_aux<M: Trainable + ?Sized>(
         grads: grads.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
     })
 }
+
+/// The model a [`CompiledLossGrad`] traces through, set only while a call
+/// is in progress.
+type ModelSlot<M> = std::rc::Rc<std::cell::Cell<Option<std::ptr::NonNull<M>>>>;
+
+/// A compiled function over a slice of arrays (what `mlx_rs::transforms::compile`
+/// returns for fallible slice functions).
+type CompiledFn = Box<dyn for<'a> FnMut(&'a [Array]) -> std::result::Result<Vec<Array>, Exception>>;
+
+/// [`loss_and_grad_aux`] as one compiled MLX function.
+///
+/// The forward, the loss and the backward of a micro-batch are traced once
+/// per input shape by `mlx_rs::transforms::compile` (MLX `compile`), which
+/// merges common work and fuses element-wise chains (SiLU·gate, RoPE,
+/// residual adds, the softmax pieces) into generated kernels; later calls
+/// with the same shapes replay the optimised graph without rebuilding it.
+/// The inputs are the trainable arrays (sorted by name), the token ids, the
+/// counted rows, their targets and the counted-token count; the frozen base
+/// weights are constants of the traced graph. Outputs match
+/// [`loss_and_grad_aux`] to float rounding (fused kernels may reorder
+/// nothing but may contract multiply-adds).
+pub(crate) struct CompiledLossGrad<M: ?Sized> {
+    names: Vec<String>,
+    slot: ModelSlot<M>,
+    f: CompiledFn,
+}
+
+impl<M: Trainable + ?Sized + 'static> CompiledLossGrad<M> {
+    /// A compiled step for a model whose trainable arrays are `names`.
+    pub(crate) fn new(names: Vec<String>, checkpoint: bool) -> Self {
+        let slot: ModelSlot<M> = std::rc::Rc::new(std::cell::Cell::new(None));
+        let inner = slot.clone();
+        let keys: Vec<Rc<str>> = names.iter().map(|n| Rc::from(n.as_str())).collect();
+        let traced = move |xs: &[Array]| -> std::result::Result<Vec<Array>, Exception> {
+            let Some(mut ptr) = inner.get() else {
+                return Err(Exception::custom(
+                    "compiled training step called without a model",
+                ));
+            };
+            // SAFETY: `call` stores a pointer derived from a live `&mut M`
+            // into the slot right before invoking the compiled function and
+            // clears it right after; MLX only runs this closure
+            // synchronously inside that invocation (to trace it), so the
+            // pointer is valid and not aliased while it is used here.
+            let model: &mut M = unsafe { ptr.as_mut() };
+            let k = keys.len();
+            if xs.len() != k + 4 {
+                return Err(Exception::custom(format!(
+                    "compiled training step: {} inputs, expected {}",
+                    xs.len(),
+                    k + 4
+                )));
+            }
+            let params: HashMap<Rc<str>, Array> =
+                keys.iter().cloned().zip(xs[..k].iter().cloned()).collect();
+            let (tokens, rows, picked, count) = (&xs[k], &xs[k + 1], &xs[k + 2], &xs[k + 3]);
+            let f =
+                |p: HashMap<Rc<str>, Array>, _: ()| -> std::result::Result<Vec<Array>, Exception> {
+                    let mut run = || -> Result<Vec<Array>> {
+                        for (name, v) in &p {
+                            model.set_trainable_array(name, v)?;
+                        }
+                        let (h, aux) = model.hidden_with_aux(tokens, checkpoint)?;
+                        let nll = model.selected_nll_sum(&h, rows, picked)?;
+                        Ok(match aux {
+                            None => vec![nll],
+                            Some(aux) => vec![nll.add(aux.multiply(count)?)?, nll, aux],
+                        })
+                    };
+                    run().map_err(to_exception)
+                };
+            let mut vg = mlx_rs::transforms::keyed_value_and_grad(f);
+            let (mut values, mut grads) = vg(params, ())?;
+            for key in &keys {
+                values.push(grads.remove(key).ok_or_else(|| {
+                    Exception::custom(format!("no gradient for trainable array `{key}`"))
+                })?);
+            }
+            Ok(values)
+        };
+        let f: CompiledFn = Box::new(mlx_rs::transforms::compile::compile(traced, false));
+        Self { names, slot, f }
+    }
+
+    /// The loss parts and gradients of `batch` (see [`loss_and_grad_aux`]).
+    pub(crate) fn call(&mut self, model: &mut M, batch: &Batch) -> Result<LossGrad> {
+        let originals = model.trainable_arrays();
+        if originals.len() != self.names.len()
+            || !self.names.iter().all(|n| originals.contains_key(n))
+        {
+            return Err(Error::Unsupported(
+                "the model's trainable arrays changed after the training step was compiled".into(),
+            ));
+        }
+        let (rows, picked) = counted_rows(batch)?;
+        let count = Array::from_f32(rows.dim(0) as f32);
+        let mut inputs: Vec<Array> = self.names.iter().map(|n| originals[n].clone()).collect();
+        inputs.extend([batch.inputs.clone(), rows, picked, count]);
+        self.slot.set(Some(std::ptr::NonNull::from(&mut *model)));
+        let out = (self.f)(&inputs);
+        self.slot.set(None);
+        // Tracing put placeholder arrays into the model: put the real ones back.
+        for (k, v) in &originals {
+            model.set_trainable_array(k, v)?;
+        }
+        let mut out = out?;
+        let k = self.names.len();
+        if out.len() != k + 1 && out.len() != k + 3 {
+            return Err(Error::Unsupported(format!(
+                "compiled training step returned {} arrays for {k} trainable arrays",
+                out.len()
+            )));
+        }
+        let grads_part = out.split_off(out.len() - k);
+        let grads = self.names.iter().cloned().zip(grads_part).collect();
+        let mut values = out.into_iter();
+        let first = values
+            .next()
+            .ok_or_else(|| Error::Unsupported("empty loss".into()))?;
+        let (nll, aux) = match (values.next(), values.next()) {
+            (Some(nll), Some(aux)) => (nll, Some(aux)),
+            _ => (first, None),
+        };
+        Ok(LossGrad { nll, aux, grads })
+    }
+}

@@ -16,8 +16,8 @@ use crate::loss::{Batch, masked_nll_sum};
 use crate::save::{read_tensors, write_tensors};
 use crate::train::adam8bit::AdamW8bit;
 use crate::train::data::{Example, micro_batch};
-use crate::train::optim::{AdamW, Schedule, global_norm, learning_rate};
-use crate::train::trainable::{LossGrad, Trainable, loss_and_grad_aux};
+use crate::train::optim::{AdamW, FusedAdamW, Schedule, global_norm, learning_rate};
+use crate::train::trainable::{CompiledLossGrad, LossGrad, Trainable, loss_and_grad_aux};
 use crate::util::write_atomic;
 
 /// Optimisation and bookkeeping options (the `[train]` table of the TOML).
@@ -66,6 +66,12 @@ pub struct TrainOptions {
     /// Recompute each decoder block in the backward pass instead of keeping
     /// its activations (less memory, about one more forward of compute).
     pub grad_checkpoint: bool,
+    /// Compile the training step with MLX `compile`: the forward, loss and
+    /// backward of a micro-batch are traced once per input shape and
+    /// replayed with element-wise chains fused, and the AdamW update of all
+    /// adapters (with gradient averaging and clipping) is one fused
+    /// function. Same results as uncompiled to float rounding.
+    pub compile: bool,
     /// Run directory: `metrics.jsonl`, `checkpoints/`.
     pub output_dir: Option<PathBuf>,
     /// Stop after this many steps in this call (the schedule still spans
@@ -97,6 +103,7 @@ impl Default for TrainOptions {
             spike_warmup: 10,
             optimizer: OptimizerKind::AdamW,
             grad_checkpoint: false,
+            compile: true,
             output_dir: None,
             stop_after: None,
         }
@@ -152,6 +159,8 @@ impl TrainOptions {
         with_optimizer: optimizer: OptimizerKind,
         /// Gradient checkpointing.
         with_grad_checkpoint: grad_checkpoint: bool,
+        /// Compiled training step.
+        with_compile: compile: bool,
     }
     /// Run directory.
     #[must_use]
@@ -417,7 +426,7 @@ impl Trainer {
 
     /// Trains `model` on `train` (validating on `valid`), padding with `pad`,
     /// from scratch or from the checkpoint directory `resume`.
-    pub fn run<M: Trainable + ?Sized>(
+    pub fn run<M: Trainable + ?Sized + 'static>(
         &mut self,
         model: &mut M,
         train: &[Example],
@@ -464,6 +473,14 @@ impl Trainer {
             None => None,
         };
         let mut report = Vec::new();
+        let names: Vec<String> = model.trainable_arrays().into_keys().collect();
+        let mut compiled = o
+            .compile
+            .then(|| CompiledLossGrad::<M>::new(names.clone(), o.grad_checkpoint));
+        let mut fused = match &opt {
+            Opt::F32(a) if o.compile => Some(FusedAdamW::new(names, a, o.clip_grad_norm)),
+            _ => None,
+        };
         let start_step = st.step;
         let t_run = Instant::now();
         while st.step < o.steps && o.stop_after.is_none_or(|n| st.step - start_step < n) {
@@ -471,7 +488,10 @@ impl Trainer {
             let mut gsum: BTreeMap<String, Array> = BTreeMap::new();
             let (mut loss_sum, mut ntok, mut tokens) = (0.0f64, 0.0f64, 0usize);
             let mut aux_sum: Option<f64> = None;
-            for _ in 0..o.grad_accum {
+            // Compiled: the last micro-batch's loss is evaluated together
+            // with the optimizer update (one synchronisation per step).
+            let mut pending: Option<(Array, Option<Array>, f32)> = None;
+            for micro in 0..o.grad_accum {
                 let batch: Batch = micro_batch(train, o.batch_size, st.seed, st.micro, pad);
                 st.micro += 1;
                 let n = batch.num_tokens()?;
@@ -479,12 +499,10 @@ impl Trainer {
                 if n == 0.0 {
                     continue;
                 }
-                let LossGrad { nll, aux, grads: g } =
-                    loss_and_grad_aux(model, &batch, o.grad_checkpoint)?;
-                loss_sum += f64::from(scalar(&nll)?);
-                if let Some(aux) = aux {
-                    *aux_sum.get_or_insert(0.0) += f64::from(scalar(&aux)?) * f64::from(n);
-                }
+                let LossGrad { nll, aux, grads: g } = match compiled.as_mut() {
+                    Some(c) => c.call(model, &batch)?,
+                    None => loss_and_grad_aux(model, &batch, o.grad_checkpoint)?,
+                };
                 ntok += f64::from(n);
                 for (k, v) in g {
                     let v = match gsum.remove(&k) {
@@ -493,19 +511,100 @@ impl Trainer {
                     };
                     gsum.insert(k, v);
                 }
+                if fused.is_some() && micro + 1 == o.grad_accum {
+                    pending = Some((nll, aux, n));
+                    continue;
+                }
+                if compiled.is_some() {
+                    let mut ev: Vec<&Array> = vec![&nll];
+                    ev.extend(aux.as_ref());
+                    ev.extend(gsum.values());
+                    mlx_rs::transforms::eval(ev)?;
+                }
+                loss_sum += f64::from(scalar(&nll)?);
+                if let Some(aux) = aux {
+                    *aux_sum.get_or_insert(0.0) += f64::from(scalar(&aux)?) * f64::from(n);
+                }
             }
-            let loss = (loss_sum / ntok.max(1.0)) as f32;
-            let inv = Array::from_f32((1.0 / ntok.max(1.0)) as f32);
-            let mut grads = BTreeMap::new();
-            for (k, v) in gsum {
-                grads.insert(k, v.multiply(&inv)?);
-            }
+            let lr = learning_rate(st.step, o.lr, o.min_lr, o.warmup, o.steps, o.schedule);
             let step_no = st.step + 1;
             let diverged = |reason: String| Error::Diverged {
                 step: step_no,
                 reason,
                 checkpoint: last_checkpoint.clone(),
             };
+            let fused_update = match (fused.as_mut(), &mut opt) {
+                (Some(fz), Opt::F32(adam)) if !gsum.is_empty() => {
+                    let params = model.trainable_arrays();
+                    let inv = (1.0 / ntok.max(1.0)) as f32;
+                    let (new, norm) = fz.step(adam, &params, &gsum, inv, lr)?;
+                    let mut ev: Vec<&Array> = new.values().collect();
+                    ev.extend(adam.m.values());
+                    ev.extend(adam.v.values());
+                    ev.push(&norm);
+                    if let Some((nll, aux, _)) = &pending {
+                        ev.push(nll);
+                        ev.extend(aux.as_ref());
+                    }
+                    mlx_rs::transforms::eval(ev)?;
+                    Some((new, scalar(&norm)?))
+                }
+                _ => None,
+            };
+            if let Some((nll, aux, n)) = pending.take() {
+                loss_sum += f64::from(scalar(&nll)?);
+                if let Some(aux) = aux {
+                    *aux_sum.get_or_insert(0.0) += f64::from(scalar(&aux)?) * f64::from(n);
+                }
+            }
+            let loss = (loss_sum / ntok.max(1.0)) as f32;
+            if let Some((new, grad_norm)) = fused_update {
+                if !loss.is_finite() {
+                    return Err(diverged(format!("the loss is {loss}")));
+                }
+                if let Some(ema) = st.ema
+                    && st.step >= o.spike_warmup
+                    && f64::from(loss) > f64::from(o.spike_factor) * ema
+                {
+                    return Err(diverged(format!(
+                        "the loss {loss:.4} is above {}× its running mean {ema:.4}",
+                        o.spike_factor
+                    )));
+                }
+                if !grad_norm.is_finite() {
+                    return Err(diverged(format!("the gradient norm is {grad_norm}")));
+                }
+                for (k, v) in &new {
+                    model.set_trainable_array(k, v)?;
+                }
+                self.finish_step(
+                    model,
+                    &o,
+                    valid,
+                    pad,
+                    &mut st,
+                    &opt,
+                    &mut last_checkpoint,
+                    &mut metrics_file,
+                    &mut report,
+                    StepDone {
+                        t0,
+                        t_run,
+                        start_step,
+                        loss,
+                        lr,
+                        grad_norm,
+                        tokens,
+                        aux: aux_sum.map(|a| (a / ntok.max(1.0)) as f32),
+                    },
+                )?;
+                continue;
+            }
+            let inv = Array::from_f32((1.0 / ntok.max(1.0)) as f32);
+            let mut grads = BTreeMap::new();
+            for (k, v) in gsum {
+                grads.insert(k, v.multiply(&inv)?);
+            }
             if !loss.is_finite() {
                 return Err(diverged(format!("the loss is {loss}")));
             }
@@ -528,71 +627,137 @@ impl Trainer {
                     *v = v.multiply(&s)?;
                 }
             }
-            let lr = learning_rate(st.step, o.lr, o.min_lr, o.warmup, o.steps, o.schedule);
             let params = model.trainable_arrays();
             let new = opt.step(&params, &grads, lr)?;
             for (k, v) in &new {
                 model.set_trainable_array(k, v)?;
             }
-            st.step += 1;
-            st.adam_t = opt.t();
-            st.tokens_seen += tokens as u64;
-            st.ema = Some(match st.ema {
-                Some(e) => 0.9 * e + 0.1 * f64::from(loss),
-                None => f64::from(loss),
-            });
-            let dt = t0.elapsed().as_secs_f64();
-            let done = st.step - start_step;
-            let remaining = o.steps - st.step;
-            let mut m = StepMetrics {
-                step: st.step,
-                steps: o.steps,
-                loss,
-                lr,
-                grad_norm,
-                tokens,
-                tokens_per_s: tokens as f64 / dt.max(1e-9),
-                peak_memory: mlx_rs::memory::peak_memory().unwrap_or(0),
-                peak_rss: peak_rss(),
-                optimizer_bytes: opt.state_bytes(),
-                eta_s: t_run.elapsed().as_secs_f64() / done as f64 * remaining as f64,
-                val_loss: None,
-                aux_loss: aux_sum.map(|a| (a / ntok.max(1.0)) as f32),
-            };
-            if o.eval_every > 0 && st.step.is_multiple_of(o.eval_every) && !valid.is_empty() {
-                m.val_loss = Some(Self::evaluate(
-                    model,
-                    valid,
-                    o.batch_size,
-                    o.eval_batches,
-                    pad,
-                )?);
-            }
-            if let Some((f, p)) = metrics_file.as_mut() {
-                let mut line = serde_json::to_value(&m).map_err(|e| Error::Json {
-                    path: p.clone(),
-                    message: e.to_string(),
-                })?;
-                if let Some(v) = m.val_loss {
-                    line["val_ppl"] = json!(f64::from(v).exp());
-                }
-                writeln!(f, "{line}").map_err(|e| Error::io(p.clone(), e))?;
-            }
-            if o.save_every > 0
-                && st.step.is_multiple_of(o.save_every)
-                && let Some(d) = &o.output_dir
-            {
-                last_checkpoint = Some(save_checkpoint(model, &opt, &st, d)?);
-            }
-            if let Some(cb) = self.progress.as_mut() {
-                cb(&m);
-            }
-            report.push(m);
+            self.finish_step(
+                model,
+                &o,
+                valid,
+                pad,
+                &mut st,
+                &opt,
+                &mut last_checkpoint,
+                &mut metrics_file,
+                &mut report,
+                StepDone {
+                    t0,
+                    t_run,
+                    start_step,
+                    loss,
+                    lr,
+                    grad_norm,
+                    tokens,
+                    aux: aux_sum.map(|a| (a / ntok.max(1.0)) as f32),
+                },
+            )?;
         }
         Ok(TrainReport {
             steps: report,
             last_checkpoint,
         })
+    }
+}
+
+/// What one optimizer step produced, for [`Trainer::finish_step`].
+struct StepDone {
+    t0: Instant,
+    t_run: Instant,
+    start_step: usize,
+    loss: f32,
+    lr: f32,
+    grad_norm: f32,
+    tokens: usize,
+    aux: Option<f32>,
+}
+
+/// The JSONL metrics file and its path.
+type MetricsFile = Option<(std::fs::File, PathBuf)>;
+
+impl Trainer {
+    /// Bookkeeping after the parameters of a step were updated: state,
+    /// metrics, evaluation, the metrics line, the checkpoint, the callback.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_step<M: Trainable + ?Sized>(
+        &mut self,
+        model: &mut M,
+        o: &TrainOptions,
+        valid: &[Example],
+        pad: u32,
+        st: &mut State,
+        opt: &Opt,
+        last_checkpoint: &mut Option<PathBuf>,
+        metrics_file: &mut MetricsFile,
+        report: &mut Vec<StepMetrics>,
+        d: StepDone,
+    ) -> Result<()> {
+        let StepDone {
+            t0,
+            t_run,
+            start_step,
+            loss,
+            lr,
+            grad_norm,
+            tokens,
+            aux,
+        } = d;
+        st.step += 1;
+        st.adam_t = opt.t();
+        st.tokens_seen += tokens as u64;
+        st.ema = Some(match st.ema {
+            Some(e) => 0.9 * e + 0.1 * f64::from(loss),
+            None => f64::from(loss),
+        });
+        let dt = t0.elapsed().as_secs_f64();
+        let done = st.step - start_step;
+        let remaining = o.steps - st.step;
+        let mut m = StepMetrics {
+            step: st.step,
+            steps: o.steps,
+            loss,
+            lr,
+            grad_norm,
+            tokens,
+            tokens_per_s: tokens as f64 / dt.max(1e-9),
+            peak_memory: mlx_rs::memory::peak_memory().unwrap_or(0),
+            peak_rss: peak_rss(),
+            optimizer_bytes: opt.state_bytes(),
+            eta_s: t_run.elapsed().as_secs_f64() / done as f64 * remaining as f64,
+            val_loss: None,
+            aux_loss: aux,
+        };
+        if o.eval_every > 0 && st.step.is_multiple_of(o.eval_every) && !valid.is_empty() {
+            m.val_loss = Some(Self::evaluate(
+                model,
+                valid,
+                o.batch_size,
+                o.eval_batches,
+                pad,
+            )?);
+        }
+        if let Some((f, p)) = metrics_file.as_mut() {
+            let mut line = serde_json::to_value(&m).map_err(|e| Error::Json {
+                path: p.clone(),
+                message: e.to_string(),
+            })?;
+            if let Some(v) = m.val_loss {
+                line["val_ppl"] = json!(f64::from(v).exp());
+            }
+            writeln!(f, "{line}").map_err(|e| Error::io(p.clone(), e))?;
+        }
+        if o.save_every > 0
+            && st.step.is_multiple_of(o.save_every)
+            && let Some(dir) = &o.output_dir
+        {
+            *last_checkpoint = Some(save_checkpoint(model, opt, st, dir)?);
+        }
+        if let Some(cb) = self.progress.as_mut() {
+            cb(&m);
+        }
+        report.push(m);
+        Ok(())
     }
 }
 
