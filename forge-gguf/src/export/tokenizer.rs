@@ -449,6 +449,46 @@ const HF_LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|
 /// Qwen2's.
 const HF_QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// llama.cpp's own pre-tokenizer regexes (`llama-vocab.cpp`): a
+/// `tokenizer.json` built from a GGUF vocabulary (forge-model's GGUF
+/// tokenizer, and so `forge_model::write_hf_dir` of a model loaded from a
+/// GGUF) spells the pre-tokenizer as these `Split`s, then a `ByteLevel`
+/// without its own regex.
+const LLAMA_CPP_GPT2: &str =
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+/// Llama 3's, contractions spelled out case by case.
+const LLAMA_CPP_LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen2's (single digits).
+const LLAMA_CPP_QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The name for a chain of isolating `Split`s with llama.cpp's regexes
+/// followed by a regex-free `ByteLevel` (see [`LLAMA_CPP_GPT2`]). `smollm`,
+/// `starcoder` and `refact` share their regexes in llama.cpp; `smollm` is
+/// written for them.
+fn llama_cpp_regex_chain(parts: &[&Json]) -> Option<String> {
+    let (last, splits) = parts.split_last()?;
+    if last["type"].as_str() != Some("ByteLevel") || last["use_regex"].as_bool() != Some(false) {
+        return None;
+    }
+    let regexes: Vec<&str> = splits
+        .iter()
+        .map(|p| {
+            (p["type"].as_str() == Some("Split")
+                && p["behavior"].as_str() == Some("Isolated")
+                && p["invert"].as_bool() != Some(true))
+            .then(|| p["pattern"]["Regex"].as_str())
+            .flatten()
+        })
+        .collect::<Option<_>>()?;
+    match regexes.as_slice() {
+        [LLAMA_CPP_GPT2] => Some("gpt-2".into()),
+        [r"\p{N}", LLAMA_CPP_GPT2] => Some("smollm".into()),
+        [LLAMA_CPP_LLAMA3] => Some("llama-bpe".into()),
+        [LLAMA_CPP_QWEN2] => Some("qwen2".into()),
+        _ => None,
+    }
+}
+
 /// The `tokenizer.ggml.pre` name for a Hugging Face pre-tokenizer, from its
 /// structure (llama.cpp's converter hashes a tokenization instead; the
 /// structures below are the ones those hashes stand for).
@@ -458,6 +498,9 @@ fn pre_tokenizer_name(pre: &Json) -> Option<String> {
         "Sequence" => pre["pretokenizers"].as_array()?.iter().collect(),
         _ => vec![pre],
     };
+    if let Some(name) = llama_cpp_regex_chain(&parts) {
+        return Some(name);
+    }
     let is = |p: &Json, t: &str| p["type"].as_str() == Some(t);
     match parts.as_slice() {
         [b] if is(b, "ByteLevel") && b["use_regex"].as_bool() != Some(false) => {
@@ -496,6 +539,30 @@ mod tests {
             ],
             "pre_tokenizer": pre,
         })
+    }
+
+    #[test]
+    fn llama_cpp_regex_chains_are_recognised() {
+        let chain = |regexes: &[&str]| {
+            let mut parts: Vec<Json> = regexes
+                .iter()
+                .map(|r| json!({"type": "Split", "pattern": {"Regex": r}, "behavior": "Isolated", "invert": false}))
+                .collect();
+            parts.push(json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}));
+            json!({"type": "Sequence", "pretokenizers": parts})
+        };
+        let name = |regexes: &[&str]| pre_tokenizer_name(&chain(regexes));
+        assert_eq!(name(&[LLAMA_CPP_GPT2]).as_deref(), Some("gpt-2"));
+        assert_eq!(name(&[r"\p{N}", LLAMA_CPP_GPT2]).as_deref(), Some("smollm"));
+        assert_eq!(name(&[LLAMA_CPP_LLAMA3]).as_deref(), Some("llama-bpe"));
+        assert_eq!(name(&[LLAMA_CPP_QWEN2]).as_deref(), Some("qwen2"));
+        // Order matters, other regexes are unknown, and a ByteLevel with its
+        // own regex after the splits is not this form.
+        assert_eq!(name(&[LLAMA_CPP_GPT2, r"\p{N}"]), None);
+        assert_eq!(name(&[r"\p{N}+"]), None);
+        let mut own_regex = chain(&[LLAMA_CPP_GPT2]);
+        own_regex["pretokenizers"][1]["use_regex"] = json!(true);
+        assert_eq!(pre_tokenizer_name(&own_regex), None);
     }
 
     #[test]
