@@ -176,7 +176,11 @@ pub fn run_config(
     resume: bool,
     progress: impl FnMut(&StepMetrics) + 'static,
 ) -> Result<TrainSummary> {
-    let loaded = forge_model::load(&ModelSource::parse(&cfg.model), &LoadOptions::new())?;
+    let mut load = LoadOptions::new();
+    if let Some(dtype) = cfg.train.compute_dtype.resolve() {
+        load = load.with_dtype(dtype);
+    }
+    let loaded = forge_model::load(&ModelSource::parse(&cfg.model), &load)?;
     let tok = loaded.tokenizer.ok_or_else(|| {
         Error::Peft(forge_peft::Error::InvalidOption {
             name: "model",

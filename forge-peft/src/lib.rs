@@ -39,5 +39,6 @@ pub use train::data::{Example, PromptStyle, collate, pack, read_records, tokeniz
 pub use train::optim::{AdamW, Schedule, learning_rate};
 pub use train::trainable::{LossGrad, Trainable, loss_and_grad_aux};
 pub use train::trainer::{
-    OptimizerKind, StepMetrics, TrainOptions, TrainReport, Trainer, latest_checkpoint, peak_rss,
+    ComputeDtype, OptimizerKind, StepMetrics, TrainOptions, TrainReport, Trainer,
+    latest_checkpoint, peak_rss,
 };

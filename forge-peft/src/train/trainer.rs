@@ -72,6 +72,10 @@ pub struct TrainOptions {
     /// adapters (with gradient averaging and clipping) is one fused
     /// function. Same results as uncompiled to float rounding.
     pub compile: bool,
+    /// The dtype the base model computes in when `forge train` / the
+    /// pipeline load it: `auto` (bf16 on a GPU, as stored on the CPU),
+    /// `f32`, `bf16` or `f16`. Adapters and optimizer state stay f32.
+    pub compute_dtype: ComputeDtype,
     /// Run directory: `metrics.jsonl`, `checkpoints/`.
     pub output_dir: Option<PathBuf>,
     /// Stop after this many steps in this call (the schedule still spans
@@ -104,6 +108,7 @@ impl Default for TrainOptions {
             optimizer: OptimizerKind::AdamW,
             grad_checkpoint: false,
             compile: true,
+            compute_dtype: ComputeDtype::Auto,
             output_dir: None,
             stop_after: None,
         }
@@ -161,6 +166,8 @@ impl TrainOptions {
         with_grad_checkpoint: grad_checkpoint: bool,
         /// Compiled training step.
         with_compile: compile: bool,
+        /// Base model compute dtype.
+        with_compute_dtype: compute_dtype: ComputeDtype,
     }
     /// Run directory.
     #[must_use]
@@ -186,6 +193,39 @@ impl TrainOptions {
             return Err(Error::invalid("lr", self.lr, "a positive number"));
         }
         Ok(())
+    }
+}
+
+/// The dtype a base model computes in (`[train] compute_dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ComputeDtype {
+    /// bf16 when MLX's default device is a GPU, else the loaded dtype.
+    #[default]
+    Auto,
+    /// 32-bit floats.
+    F32,
+    /// bfloat16.
+    Bf16,
+    /// IEEE half precision.
+    F16,
+}
+
+impl ComputeDtype {
+    /// The dtype to load the base in, `None` for "as loaded" (`auto` on
+    /// the CPU).
+    pub fn resolve(self) -> Option<mlx_rs::Dtype> {
+        match self {
+            Self::Auto => {
+                let gpu = mlx_rs::Device::try_default()
+                    .and_then(|d| d.get_type())
+                    .is_ok_and(|t| matches!(t, mlx_rs::DeviceType::Gpu));
+                gpu.then_some(mlx_rs::Dtype::Bfloat16)
+            }
+            Self::F32 => Some(mlx_rs::Dtype::Float32),
+            Self::Bf16 => Some(mlx_rs::Dtype::Bfloat16),
+            Self::F16 => Some(mlx_rs::Dtype::Float16),
+        }
     }
 }
 

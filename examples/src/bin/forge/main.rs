@@ -29,6 +29,10 @@ struct Cli {
     /// Log what happens (-v info, -vv debug, -vvv trace) on stderr
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Where MLX computes: the GPU when one is present, else the CPU
+    /// (`auto`, the default, also reads FORGE_DEVICE); `cpu` or `gpu` to force
+    #[arg(long, global = true, default_value = "auto")]
+    device: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -85,6 +89,14 @@ fn main() -> ExitCode {
         .with_max_level(level)
         .with_writer(std::io::stderr)
         .init();
+    let device = cli
+        .device
+        .parse::<forge_core::mlx::DeviceChoice>()
+        .and_then(forge_core::mlx::select_device);
+    if let Err(e) = device {
+        eprintln!("error: --device: {e}");
+        return ExitCode::from(2);
+    }
     let result: anyhow::Result<()> = match cli.command {
         Command::Demo { seed } => Demo::new()
             .with_seed(seed)
