@@ -5,11 +5,13 @@
 //
 // REQUEST: {"model": path, "lora": path (optional), "threads": 2, "vocab": N,
 //           "kv_type": "F32" (optional),
+//           "flash_attention": bool (optional; default node-llama-cpp's),
 //           "probs": [[id, ...], ...],   // full next-token distribution after each list
 //           "ppl": [id, ...],            // perplexity of this token sequence (optional)
 //           "tokenize": ["text", ...]}   // ids with special tokens parsed
 // RESPONSE (JSON): {"version", "tokenize": [[id, ...]], "prob_sums": [...],
-//                   "ppl": {"tokens", "nll", "ppl"} | null}
+//                   "ppl": {"tokens", "nll", "ppl"} | null,
+//                   "flash_attention": what the context used}
 // RESPONSE.bin: the distributions as little-endian f32, one row of N per list.
 import { readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -43,8 +45,10 @@ if (probs.length > 0 || ppl.length > 0) {
     threads,
     sequences: 1,
     ...(req.lora ? { lora: { adapters: [{ filePath: req.lora, scale: 1 }] } } : {}),
+    ...(req.flash_attention !== undefined ? { flashAttention: req.flash_attention } : {}),
     ...(req.kv_type ? { experimentalKvCacheKeyType: req.kv_type, experimentalKvCacheValueType: req.kv_type } : {}),
   });
+  out.flash_attention = context.flashAttention;
   const sequence = context.getSequence();
   const next = { generateNext: { probabilities: true, options: { temperature: 1, topK: 0, topP: 1, minP: 0 } } };
   for (const [row, ids] of probs.entries()) {
