@@ -165,7 +165,8 @@ fn main() {
     g.finish();
 
     if Path::new("/usr/bin/time").is_file() {
-        let timed = |mut c: Command| {
+        // The same command under `/usr/bin/time -f %M`.
+        let timed = |c: Command| {
             let mut t = Command::new("/usr/bin/time");
             t.args(["-f", "%M"]).arg(c.get_program()).args(c.get_args());
             for (k, v) in c.get_envs() {
@@ -173,7 +174,6 @@ fn main() {
                     t.env(k, v);
                 }
             }
-            let _ = &mut c;
             peak_rss_mib(&mut t)
         };
         let me = std::env::current_exe().expect("current exe");
