@@ -100,7 +100,12 @@ fn examples(tok: &forge_model::Tokenizer, n: usize) -> Res<Vec<Example>> {
 }
 
 /// Counted tokens of `steps` training steps.
-fn train<M: Trainable + 'static>(m: &mut M, data: &[Example], steps: usize, pad: u32) -> Res<usize> {
+fn train<M: Trainable + 'static>(
+    m: &mut M,
+    data: &[Example],
+    steps: usize,
+    pad: u32,
+) -> Res<usize> {
     let opts = TrainOptions::new(steps)
         .with_batch_size(BATCH)
         .with_lr(1e-4)

@@ -7,8 +7,10 @@
 //! the bundle swaps in `mlx-cuda-13`'s `libmlx.so` at run time:
 //!
 //! ```text
-//! DIR/bin/            forge, gpu_bench (release), RUNPATH $ORIGIN/../mlx/lib,
-//!                     without the OpenBLAS dependency of the CPU build
+//! DIR/bin/            forge, gpu_bench (release), RUNPATH $ORIGIN/../mlx/lib
+//!                     and $ORIGIN/../blas
+//! DIR/blas/           the OpenBLAS the binaries link (with libgfortran), for
+//!                     MLX's CPU-stream work (PiSSA's QR/SVD)
 //! DIR/tests/          with --tests: the release test binaries of the MLX crates
 //! DIR/wheels/         mlx_cuda_13-0.32.2 (libmlx.so, its headers, bundled BLAS)
 //! DIR/forge-env.sh    `. DIR/forge-env.sh` unpacks the wheel once, finds the
@@ -104,19 +106,48 @@ fn patchelf(root: &Path) -> Result<PathBuf> {
 fn retarget(patchelf: &Path, exe: &Path) -> Result<()> {
     // Line tables make the release binaries ~100 MB; the bundle travels.
     util::run(Command::new("strip").arg("--strip-debug").arg(exe))?;
-    let needed = util::output(Command::new(patchelf).arg("--print-needed").arg(exe))?;
-    for lib in needed.lines().filter(|l| l.starts_with("libopenblas")) {
-        util::run(
-            Command::new(patchelf)
-                .args(["--remove-needed", lib])
-                .arg(exe),
-        )?;
-    }
+    // The OpenBLAS link of the CPU build stays: `blas/` ships it, so MLX's
+    // CPU-stream work there (PiSSA's QRs and SVDs, CPU fallbacks) runs on
+    // OpenBLAS instead of the reference BLAS inside the mlx-cuda-13 wheel
+    // (the executable's own DT_NEEDED libraries come first in symbol lookup).
     util::run(
         Command::new(patchelf)
-            .args(["--set-rpath", "$ORIGIN/../mlx/lib"])
+            .args(["--set-rpath", "$ORIGIN/../mlx/lib:$ORIGIN/../blas"])
             .arg(exe),
     )
+}
+
+/// Copies the OpenBLAS this build links (and the Fortran runtime it needs)
+/// into `dir`, with RUNPATH `$ORIGIN` so they find each other there.
+fn bundle_openblas(patchelf: &Path, dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir)?;
+    let lib_dirs = [
+        "/usr/lib/x86_64-linux-gnu",
+        "/lib/x86_64-linux-gnu",
+        "/usr/lib64",
+        "/usr/lib",
+    ];
+    let find = |name: &str| -> Result<PathBuf> {
+        lib_dirs
+            .iter()
+            .map(|d| Path::new(d).join(name))
+            .find(|p| p.exists())
+            .with_context(|| {
+                format!("{name} not found in {lib_dirs:?} (apt install libopenblas0-pthread)")
+            })
+    };
+    for name in ["libopenblas.so.0", "libgfortran.so.5", "libquadmath.so.0"] {
+        let from = fs::canonicalize(find(name)?)?;
+        let to = dir.join(name);
+        fs::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
+        util::run(Command::new("strip").arg("--strip-unneeded").arg(&to))?;
+        util::run(
+            Command::new(patchelf)
+                .args(["--set-rpath", "$ORIGIN"])
+                .arg(&to),
+        )?;
+    }
+    Ok(())
 }
 
 /// Builds `cargo <args> --message-format=json` and returns the executables
@@ -177,17 +208,12 @@ pub(crate) fn run(args: &BundleArgs) -> Result<()> {
         } else {
             args.test_packages.clone()
         };
-        let mut a = vec!["test", "--release", "--no-run", "--all-targets"];
+        // Library and integration tests only: benches and examples are not tests.
+        let mut a = vec!["test", "--release", "--no-run", "--lib", "--tests"];
         for p in &mlx {
             a.extend(["-p", p.as_str()]);
         }
         built_executables(&a)?
-            .into_iter()
-            .filter(|(p, _)| {
-                // Benches are not tests.
-                !p.to_string_lossy().contains("/bench")
-            })
-            .collect()
     } else {
         Vec::new()
     };
@@ -217,6 +243,7 @@ pub(crate) fn run(args: &BundleArgs) -> Result<()> {
         }
     }
     fs::write(staging.join("tests").join("manifest.tsv"), manifest)?;
+    bundle_openblas(&patchelf, &staging.join("blas"))?;
     fs::copy(&wheel, staging.join("wheels").join(wheel_name()))
         .with_context(|| format!("copying {}", wheel.display()))?;
     write_script(&staging.join("forge-env.sh"), ENV_SCRIPT)?;
@@ -342,6 +369,10 @@ set -u
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/forge-env.sh"
 export FORGE_DEVICE="${FORGE_DEVICE:-gpu}"
+# cuBLAS and cuDNN run f32 matmuls on TF32 tensor cores by default (10-bit
+# mantissa, ~5e-4 relative error); the tests compare f32 math with f64
+# references and finite differences, so they run with TF32 off.
+export NVIDIA_TF32_OVERRIDE="${NVIDIA_TF32_OVERRIDE:-0}"
 fail=0
 # Line 1 of the manifest: the workspace the tests were built in; then
 # "binary<TAB>package folder". FORGE_SRC (a checkout of the same commit) is
