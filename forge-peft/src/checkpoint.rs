@@ -110,17 +110,41 @@ pub(crate) fn checkpointed(f: BlockFn, inputs: &[Array]) -> Result<Vec<Array>> {
             sys::mlx_closure_free(ck);
             return Err(Error::Unsupported("mlx_checkpoint failed".into()));
         }
+        apply(
+            ck,
+            inputs,
+            "gradient checkpointing",
+            "MLX refused the checkpointed block",
+        )
+    }
+}
+
+/// Applies the transformed closure `wrapped` to `inputs` and frees it; a
+/// failure carries the Rust closure's own error when it raised one.
+///
+/// # Safety
+/// `wrapped` must be a live closure made by an mlx-c transform; it is freed
+/// here.
+unsafe fn apply(
+    wrapped: sys::mlx_closure,
+    inputs: &[Array],
+    what: &str,
+    fallback: &str,
+) -> Result<Vec<Array>> {
+    // SAFETY: the caller hands over a live closure; the vectors are created
+    // and freed here.
+    unsafe {
         let args = new_vector(inputs);
         let mut out = sys::mlx_vector_array_new();
-        let status = sys::mlx_closure_apply(&mut out, ck, args);
+        let status = sys::mlx_closure_apply(&mut out, wrapped, args);
         sys::mlx_vector_array_free(args);
-        sys::mlx_closure_free(ck);
+        sys::mlx_closure_free(wrapped);
         if status != 0 {
             sys::mlx_vector_array_free(out);
             let msg = LAST_ERROR
                 .with(|l| l.borrow_mut().take())
-                .unwrap_or_else(|| "MLX refused the checkpointed block".into());
-            return Err(Error::Unsupported(format!("gradient checkpointing: {msg}")));
+                .unwrap_or_else(|| fallback.to_string());
+            return Err(Error::Unsupported(format!("{what}: {msg}")));
         }
         let values = vector_values(out);
         sys::mlx_vector_array_free(out);
@@ -195,20 +219,11 @@ pub(crate) fn custom_vjp(f: BlockFn, vjp: VjpFn, inputs: &[Array]) -> Result<Vec
             sys::mlx_closure_free(wrapped);
             return Err(Error::Unsupported("mlx_custom_vjp failed".into()));
         }
-        let args = new_vector(inputs);
-        let mut out = sys::mlx_vector_array_new();
-        let status = sys::mlx_closure_apply(&mut out, wrapped, args);
-        sys::mlx_vector_array_free(args);
-        sys::mlx_closure_free(wrapped);
-        if status != 0 {
-            sys::mlx_vector_array_free(out);
-            let msg = LAST_ERROR
-                .with(|l| l.borrow_mut().take())
-                .unwrap_or_else(|| "MLX refused the custom-gradient function".into());
-            return Err(Error::Unsupported(format!("custom gradient: {msg}")));
-        }
-        let values = vector_values(out);
-        sys::mlx_vector_array_free(out);
-        Ok(values)
+        apply(
+            wrapped,
+            inputs,
+            "custom gradient",
+            "MLX refused the custom-gradient function",
+        )
     }
 }

@@ -110,6 +110,20 @@ pub(crate) fn counted_rows(batch: &Batch) -> Result<(Array, Array)> {
     ))
 }
 
+/// The language-model loss and the auxiliary loss from the step function's
+/// values: `[nll]`, or `[nll + n·aux, nll, aux]` for models with an
+/// auxiliary loss.
+fn loss_parts(values: Vec<Array>) -> Result<(Array, Option<Array>)> {
+    let mut values = values.into_iter();
+    let first = values
+        .next()
+        .ok_or_else(|| Error::Unsupported("empty loss".into()))?;
+    Ok(match (values.next(), values.next()) {
+        (Some(nll), Some(aux)) => (nll, Some(aux)),
+        _ => (first, None),
+    })
+}
+
 fn to_exception(e: Error) -> Exception {
     match e {
         Error::Mlx(e) => e,
@@ -164,14 +178,7 @@ pub fn loss_and_grad_aux<M: Trainable + ?Sized>(
         model.set_trainable_array(k, v)?;
     }
     let (values, grads) = out?;
-    let mut values = values.into_iter();
-    let first = values
-        .next()
-        .ok_or_else(|| Error::Unsupported("empty loss".into()))?;
-    let (nll, aux) = match (values.next(), values.next()) {
-        (Some(nll), Some(aux)) => (nll, Some(aux)),
-        _ => (first, None),
-    };
+    let (nll, aux) = loss_parts(values)?;
     Ok(LossGrad {
         nll,
         aux,
@@ -293,14 +300,7 @@ impl<M: Trainable + ?Sized + 'static> CompiledLossGrad<M> {
         }
         let grads_part = out.split_off(out.len() - k);
         let grads = self.names.iter().cloned().zip(grads_part).collect();
-        let mut values = out.into_iter();
-        let first = values
-            .next()
-            .ok_or_else(|| Error::Unsupported("empty loss".into()))?;
-        let (nll, aux) = match (values.next(), values.next()) {
-            (Some(nll), Some(aux)) => (nll, Some(aux)),
-            _ => (first, None),
-        };
+        let (nll, aux) = loss_parts(out)?;
         Ok(LossGrad { nll, aux, grads })
     }
 }

@@ -598,77 +598,32 @@ impl Trainer {
                 }
             }
             let loss = (loss_sum / ntok.max(1.0)) as f32;
-            if let Some((new, grad_norm)) = fused_update {
-                if !loss.is_finite() {
-                    return Err(diverged(format!("the loss is {loss}")));
+            let (new, grad_norm) = match fused_update {
+                Some(done) => done,
+                None => {
+                    let inv = Array::from_f32((1.0 / ntok.max(1.0)) as f32);
+                    let mut grads = BTreeMap::new();
+                    for (k, v) in gsum {
+                        grads.insert(k, v.multiply(&inv)?);
+                    }
+                    let grad_norm = global_norm(&grads)?;
+                    if grad_norm.is_finite()
+                        && o.clip_grad_norm > 0.0
+                        && grad_norm > o.clip_grad_norm
+                    {
+                        let s = Array::from_f32(o.clip_grad_norm / grad_norm);
+                        for v in grads.values_mut() {
+                            *v = v.multiply(&s)?;
+                        }
+                    }
+                    let params = model.trainable_arrays();
+                    (opt.step(&params, &grads, lr)?, grad_norm)
                 }
-                if let Some(ema) = st.ema
-                    && st.step >= o.spike_warmup
-                    && f64::from(loss) > f64::from(o.spike_factor) * ema
-                {
-                    return Err(diverged(format!(
-                        "the loss {loss:.4} is above {}× its running mean {ema:.4}",
-                        o.spike_factor
-                    )));
-                }
-                if !grad_norm.is_finite() {
-                    return Err(diverged(format!("the gradient norm is {grad_norm}")));
-                }
-                for (k, v) in &new {
-                    model.set_trainable_array(k, v)?;
-                }
-                self.finish_step(
-                    model,
-                    &o,
-                    valid,
-                    pad,
-                    &mut st,
-                    &opt,
-                    &mut last_checkpoint,
-                    &mut metrics_file,
-                    &mut report,
-                    StepDone {
-                        t0,
-                        t_run,
-                        start_step,
-                        loss,
-                        lr,
-                        grad_norm,
-                        tokens,
-                        aux: aux_sum.map(|a| (a / ntok.max(1.0)) as f32),
-                    },
-                )?;
-                continue;
+            };
+            // The new parameters are installed only after the guard passed.
+            if let Some(reason) = divergence(loss, grad_norm, st.ema, st.step, &o) {
+                return Err(diverged(reason));
             }
-            let inv = Array::from_f32((1.0 / ntok.max(1.0)) as f32);
-            let mut grads = BTreeMap::new();
-            for (k, v) in gsum {
-                grads.insert(k, v.multiply(&inv)?);
-            }
-            if !loss.is_finite() {
-                return Err(diverged(format!("the loss is {loss}")));
-            }
-            if let Some(ema) = st.ema
-                && st.step >= o.spike_warmup
-                && f64::from(loss) > f64::from(o.spike_factor) * ema
-            {
-                return Err(diverged(format!(
-                    "the loss {loss:.4} is above {}× its running mean {ema:.4}",
-                    o.spike_factor
-                )));
-            }
-            let grad_norm = global_norm(&grads)?;
-            if !grad_norm.is_finite() {
-                return Err(diverged(format!("the gradient norm is {grad_norm}")));
-            }
-            if o.clip_grad_norm > 0.0 && grad_norm > o.clip_grad_norm {
-                let s = Array::from_f32(o.clip_grad_norm / grad_norm);
-                for v in grads.values_mut() {
-                    *v = v.multiply(&s)?;
-                }
-            }
-            let params = model.trainable_arrays();
-            let new = opt.step(&params, &grads, lr)?;
             for (k, v) in &new {
                 model.set_trainable_array(k, v)?;
             }
@@ -699,6 +654,34 @@ impl Trainer {
             last_checkpoint,
         })
     }
+}
+
+/// Why a step with this loss and gradient norm diverged, if it did: a
+/// non-finite loss, a loss spike above `spike_factor` times the running mean
+/// (after `spike_warmup` steps), or a non-finite gradient norm.
+fn divergence(
+    loss: f32,
+    grad_norm: f32,
+    ema: Option<f64>,
+    step: usize,
+    o: &TrainOptions,
+) -> Option<String> {
+    if !loss.is_finite() {
+        return Some(format!("the loss is {loss}"));
+    }
+    if let Some(ema) = ema
+        && step >= o.spike_warmup
+        && f64::from(loss) > f64::from(o.spike_factor) * ema
+    {
+        return Some(format!(
+            "the loss {loss:.4} is above {}× its running mean {ema:.4}",
+            o.spike_factor
+        ));
+    }
+    if !grad_norm.is_finite() {
+        return Some(format!("the gradient norm is {grad_norm}"));
+    }
+    None
 }
 
 /// What one optimizer step produced, for [`Trainer::finish_step`].
