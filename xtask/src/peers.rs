@@ -12,6 +12,7 @@
 //! | OpenAI Python client `openai==3.57.0` | PyPI | forge-serve wire-format test |
 //! | llama.cpp via `node-llama-cpp@3.21.1` (prebuilt linux-x64, slim) | npm | next-token distributions, tokenization, speed |
 //! | `llama-quantize` built with cmake from the same sdist | PyPI sdist | forge-gguf export byte-equality, export bench |
+//! | `llama-perplexity` built beside it | PyPI sdist | perplexity / KL divergence / same-top-1 of forge-core's exports |
 //! | `convert_hf_to_gguf.py` of the same sdist, in a venv with its pinned requirements (PyTorch 2.11.0 from PyPI with its CUDA wheels, ~4.9 GB, run on the CPU) | PyPI | forge-core export metadata/types/bytes vs llama.cpp's converter, export bench |
 //! | llama.cpp's tokenizer test vocabularies `ggml-vocab-*.gguf` + `.inp`/`.out` (`vendor/llama.cpp/models`) into `vocab/` | same PyPI sdist | forge-model GGUF tokenizer parity |
 //!
@@ -185,6 +186,7 @@ pub(crate) fn run(args: &PeersArgs) -> Result<PeerLayout> {
         "ggml_source": layout.ggml_dir.join("src"),
         "node_llama_cpp_dir": layout.node_llama_cpp,
         "llama_quantize": crate::peers_llama_quantize::binary(&layout),
+        "llama_perplexity": crate::peers_llama_quantize::tool(&layout, "llama-perplexity"),
         "convert_hf_python": layout.dir.join("convert-venv").join("bin").join("python"),
         "convert_hf_to_gguf": layout.dir.join("llama-cpp").join("src").join("convert_hf_to_gguf.py"),
         "vocab_dir": layout.vocab,

@@ -1,17 +1,21 @@
-//! The `llama-quantize` peer: llama.cpp's quantizer, built with cmake from
-//! the vendored sources of the PyPI sdist `llama-cpp-python==0.3.36` into
-//! `.forge/peers/llama-cpp/` (`src/` the sources, `build/bin/llama-quantize`
-//! the binary). forge-gguf's `tests/llama_quantize.rs` compares Forge's
-//! Q4_K_M/Q5_K_M/Q8_0 exports with it byte for byte, and `benches/export.rs`
-//! times both side by side.
+//! The `llama-quantize` and `llama-perplexity` peers: llama.cpp's quantizer
+//! and its quantization-quality tool, built with cmake from the vendored
+//! sources of the PyPI sdist `llama-cpp-python==0.3.36` into
+//! `.forge/peers/llama-cpp/` (`src/` the sources, `build/bin/` the binaries).
+//! forge-gguf's `tests/llama_quantize.rs` compares Forge's Q4_K_M/Q5_K_M/Q8_0
+//! exports with `llama-quantize`'s byte for byte, and `benches/export.rs`
+//! times both side by side; forge-core's `tests/export_llama_cpp.rs` measures
+//! the exports' perplexity and KL divergence against the F16 export with
+//! `llama-perplexity`.
 //!
-//! Only the `llama-quantize` target is built (static libraries, no curl, no
+//! Only those two targets are built (static libraries, no curl, no
 //! server, no tests; `GGML_NATIVE` on, as a user would build it for speed —
 //! the quantizers it runs without an importance matrix are ggml's scalar
 //! `*_ref` functions either way). Measured on the 2-core VM while other
 //! builds shared it: 43 min wall, 10.6 min CPU (`user`); on an idle 2-core
-//! machine expect about 5–6 minutes. The completion marker records the sdist
-//! hash and flags, so a second run takes milliseconds.
+//! machine expect about 5–6 minutes (`llama-perplexity` adds 13 s to an
+//! existing `llama-quantize` build). The completion marker records the sdist
+//! hash, flags and targets, so a second run takes milliseconds.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -38,14 +42,22 @@ const CMAKE_FLAGS: &[&str] = &[
     "-DGGML_NATIVE=ON",
 ];
 
+/// The cmake targets built, each a binary in `build/bin/`.
+const TARGETS: &[&str] = &["llama-quantize", "llama-perplexity"];
+
 /// `.forge/peers/llama-cpp/build/bin/llama-quantize`.
 pub(crate) fn binary(layout: &PeerLayout) -> PathBuf {
+    tool(layout, "llama-quantize")
+}
+
+/// `.forge/peers/llama-cpp/build/bin/<name>`.
+pub(crate) fn tool(layout: &PeerLayout, name: &str) -> PathBuf {
     layout
         .dir
         .join("llama-cpp")
         .join("build")
         .join("bin")
-        .join("llama-quantize")
+        .join(name)
 }
 
 fn venv_python(layout: &PeerLayout) -> PathBuf {
@@ -96,12 +108,18 @@ fn sdist(layout: &PeerLayout) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Builds `llama-quantize` unless the marker says it is there.
+/// Builds `llama-quantize` and `llama-perplexity` unless the marker says they
+/// are there.
 pub(crate) fn ensure(layout: &PeerLayout, root: &Path) -> Result<()> {
     let dir = layout.dir.join("llama-cpp");
     let marker = dir.join("built-from");
-    let recipe = format!("{SDIST_SHA256}\n{}", CMAKE_FLAGS.join(" "));
-    if binary(layout).is_file() && fs::read_to_string(&marker).is_ok_and(|m| m == recipe) {
+    let recipe = format!(
+        "{SDIST_SHA256}\n{}\n{}",
+        CMAKE_FLAGS.join(" "),
+        TARGETS.join(" ")
+    );
+    let built = TARGETS.iter().all(|t| tool(layout, t).is_file());
+    if built && fs::read_to_string(&marker).is_ok_and(|m| m == recipe) {
         return Ok(());
     }
     let started = Instant::now();
@@ -124,7 +142,10 @@ pub(crate) fn ensure(layout: &PeerLayout, root: &Path) -> Result<()> {
         let _ = fs::remove_dir_all(&src);
         fs::rename(&tmp, &src)?;
     }
-    eprintln!("forge peers: building llama-quantize with cmake (several minutes on 2 cores)");
+    eprintln!(
+        "forge peers: building {} with cmake (several minutes on 2 cores)",
+        TARGETS.join(" and ")
+    );
     let cmake = cmake(root)?;
     let build = dir.join("build");
     util::run(
@@ -139,15 +160,22 @@ pub(crate) fn ensure(layout: &PeerLayout, root: &Path) -> Result<()> {
         Command::new(&cmake)
             .arg("--build")
             .arg(&build)
-            .args(["--target", "llama-quantize", "-j"])
+            .arg("--target")
+            .args(TARGETS)
+            .arg("-j")
             .arg(util::jobs().to_string()),
     )?;
-    if !binary(layout).is_file() {
-        bail!("cmake finished but {} is missing", binary(layout).display());
+    for t in TARGETS {
+        if !tool(layout, t).is_file() {
+            bail!(
+                "cmake finished but {} is missing",
+                tool(layout, t).display()
+            );
+        }
     }
     util::write_atomic(&marker, recipe)?;
     eprintln!(
-        "forge peers: llama-quantize built in {:.0} s",
+        "forge peers: llama.cpp tools built in {:.0} s",
         started.elapsed().as_secs_f64()
     );
     Ok(())

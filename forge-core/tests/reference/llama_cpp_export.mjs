@@ -64,13 +64,20 @@ if (probs.length > 0 || ppl.length > 0) {
     out.prob_sums.push(sum);
   }
   if (ppl.length > 1) {
+    // One sequence over the whole text, fed in pieces so that only one
+    // piece's full-vocabulary probability maps are alive at a time.
     await sequence.clearHistory();
-    const input = ppl.slice(0, -1).map((id) => [id, next]);
-    const res = await sequence.controlledEvaluate(input);
+    const piece = 32;
     let nll = 0;
-    for (let i = 0; i + 1 < ppl.length; i++) {
-      const p = res[i].next.probabilities.get(ppl[i + 1]) ?? 0;
-      nll -= Math.log(Math.max(p, 1e-30));
+    for (let start = 0; start + 1 < ppl.length; start += piece) {
+      const end = Math.min(start + piece, ppl.length - 1);
+      const input = ppl.slice(start, end).map((id) => [id, next]);
+      await sequence.controlledEvaluate(input, {
+        onTokenResult(i, res) {
+          const p = res.next.probabilities.get(ppl[start + i + 1]) ?? 0;
+          nll -= Math.log(Math.max(p, 1e-30));
+        },
+      });
     }
     const n = ppl.length - 1;
     out.ppl = { tokens: n, nll, ppl: Math.exp(nll / n) };
