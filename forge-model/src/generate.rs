@@ -208,21 +208,30 @@ impl Sampler {
     /// by probability (then id), after temperature, top-k and top-p, summing
     /// to 1. Greedy (temperature 0) gives the argmax with probability 1.
     pub fn candidates(&self, logits: &[f32]) -> Vec<(u32, f32)> {
-        let mut order: Vec<u32> = (0..logits.len() as u32).collect();
-        order.sort_by(|&a, &b| {
-            logits[b as usize]
-                .total_cmp(&logits[a as usize])
-                .then(a.cmp(&b))
-        });
-        if order.is_empty() {
+        // Higher logit first, then lower id: a total order, so partial and
+        // full sorts agree.
+        let by_rank = |a: &u32, b: &u32| {
+            logits[*b as usize]
+                .total_cmp(&logits[*a as usize])
+                .then(a.cmp(b))
+        };
+        if logits.is_empty() {
             return Vec::new();
         }
         if self.temperature == 0.0 {
-            return vec![(order[0], 1.0)];
+            // One pass instead of a sort of the whole vocabulary.
+            let best = (1..logits.len() as u32).fold(0u32, |best, i| {
+                if by_rank(&i, &best).is_lt() { i } else { best }
+            });
+            return vec![(best, 1.0)];
         }
-        if self.top_k > 0 {
+        let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+        if self.top_k > 0 && self.top_k < order.len() {
+            // Partition the k best to the front, then sort only those.
+            order.select_nth_unstable_by(self.top_k - 1, by_rank);
             order.truncate(self.top_k);
         }
+        order.sort_unstable_by(by_rank);
         let t = f64::from(self.temperature);
         let max = f64::from(logits[order[0] as usize]) / t;
         let weights: Vec<f64> = order
@@ -244,6 +253,12 @@ impl Sampler {
         kept.into_iter()
             .map(|(id, p)| (id, (p / kept_total) as f32))
             .collect()
+    }
+
+    /// Greedy without a repetition penalty: the next token is the argmax
+    /// of the logits alone, so it can be taken on the device.
+    pub(crate) fn is_plain_greedy(&self) -> bool {
+        self.temperature == 0.0 && self.repetition_penalty == 1.0
     }
 
     /// Penalises, filters and draws the next token.
@@ -291,12 +306,40 @@ pub trait DecodeSession: std::fmt::Debug {
     /// Runs `tokens` after the positions fed so far and returns the logits
     /// (f32, one per vocabulary entry) of the last one.
     fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>>;
+
+    /// Greedy decoding on the device, one token ahead: with `input`, runs
+    /// it (the prompt) and queues the argmax of its last position; with
+    /// `ahead`, also feeds the newest queued token — still being computed —
+    /// and queues the argmax after it. Then waits for the oldest queued token
+    /// and returns it. The host thus builds step n + 1 while the device
+    /// computes step n (what `mx.async_eval` does in mlx-lm's generate).
+    /// `Ok(None)`: the session has no such path (the caller then uses
+    /// [`feed`](Self::feed) and the sampler).
+    fn greedy(&mut self, input: Option<&[u32]>, ahead: bool) -> Result<Option<u32>> {
+        let _ = (input, ahead);
+        Ok(None)
+    }
 }
 
 #[derive(Debug)]
 struct MlxSession<'a> {
     model: &'a mut Model,
     cache: KvCache,
+    /// Greedy tokens queued on the device (scalar `u32` arrays, evaluated
+    /// asynchronously), oldest first.
+    queued: std::collections::VecDeque<Array>,
+}
+
+impl MlxSession<'_> {
+    /// Runs `tokens` (`[1, n]`) and queues the argmax of the last position.
+    fn queue_argmax(&mut self, tokens: &Array) -> Result<()> {
+        let logits = self.model.forward_last(tokens, Some(&mut self.cache))?;
+        let last = logits.index((0, -1)).as_dtype(Dtype::Float32)?;
+        let next = mlx_rs::ops::indexing::argmax_axis(&last, -1, None)?;
+        mlx_rs::transforms::async_eval([&next])?;
+        self.queued.push_back(next);
+        Ok(())
+    }
 }
 
 impl DecodeSession for MlxSession<'_> {
@@ -305,6 +348,26 @@ impl DecodeSession for MlxSession<'_> {
         let tokens = Array::from_slice(&ids, &[1, ids.len() as i32]);
         let logits = self.model.forward_last(&tokens, Some(&mut self.cache))?;
         last_logits(&logits)
+    }
+
+    fn greedy(&mut self, input: Option<&[u32]>, ahead: bool) -> Result<Option<u32>> {
+        if let Some(input) = input {
+            let ids: Vec<i32> = input.iter().map(|&t| t as i32).collect();
+            self.queue_argmax(&Array::from_slice(&ids, &[1, ids.len() as i32]))?;
+        }
+        if ahead && let Some(newest) = self.queued.back() {
+            let tokens = newest.reshape(&[1, 1])?;
+            self.queue_argmax(&tokens)?;
+        }
+        let Some(oldest) = self.queued.pop_front() else {
+            return Ok(None);
+        };
+        oldest.eval()?;
+        // argmax gives a u32 scalar; a failure here is MLX's, not the user's.
+        let token = oldest
+            .try_item_exact::<u32>()
+            .map_err(|e| mlx_rs::error::Exception::custom(e.to_string()))?;
+        Ok(Some(token))
     }
 }
 
@@ -315,7 +378,11 @@ impl CausalLm for Model {
 
     fn session(&mut self) -> Box<dyn DecodeSession + '_> {
         let cache = self.new_cache();
-        Box::new(MlxSession { model: self, cache })
+        Box::new(MlxSession {
+            model: self,
+            cache,
+            queued: std::collections::VecDeque::new(),
+        })
     }
 }
 
@@ -355,6 +422,8 @@ pub struct TokenStream<'a> {
     max_tokens: usize,
     stop_tokens: HashSet<u32>,
     finish: Option<FinishReason>,
+    /// Set once the session turned out to have no device greedy path.
+    host_sampling: bool,
 }
 
 /// Streams up to `max_tokens` new token ids after `prompt` from any
@@ -396,6 +465,7 @@ pub fn generate_ids<'a>(
         max_tokens: options.max_tokens,
         stop_tokens,
         finish: None,
+        host_sampling: false,
     })
 }
 
@@ -449,17 +519,34 @@ impl TokenStream<'_> {
             self.finish = Some(FinishReason::MaxTokens);
             return Ok(None);
         }
-        let Some(input) = self.pending.take() else {
-            return Ok(None);
+        let token = if self.sampler.is_plain_greedy() && !self.host_sampling {
+            // One token ahead unless this is the last one allowed.
+            let ahead = self.generated().len() + 1 < self.max_tokens;
+            let input = self.pending.take();
+            match self.session.greedy(input.as_deref(), ahead)? {
+                Some(t) => t,
+                None => {
+                    // The session has no device path: sample on the host.
+                    self.host_sampling = true;
+                    self.pending = input;
+                    return self.step();
+                }
+            }
+        } else {
+            let Some(input) = self.pending.take() else {
+                return Ok(None);
+            };
+            let mut last = self.session.feed(&input)?;
+            self.sampler.sample(&mut last, &self.history)
         };
-        let mut last = self.session.feed(&input)?;
-        let token = self.sampler.sample(&mut last, &self.history);
         if self.stop_tokens.contains(&token) {
             self.finish = Some(FinishReason::StopToken);
             return Ok(None);
         }
         self.history.push(token);
-        self.pending = Some(vec![token]);
+        if self.host_sampling || !self.sampler.is_plain_greedy() {
+            self.pending = Some(vec![token]);
+        }
         Ok(Some(token))
     }
 }

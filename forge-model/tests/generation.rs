@@ -181,6 +181,71 @@ fn candidates_top_k_top_p_exact() {
     assert_eq!(g.candidates(&[1.0, 3.0, 3.0]), vec![(1, 1.0)]);
 }
 
+/// The sampler's distribution as a sort of the whole vocabulary defines it
+/// (higher logit first, then lower id; greedy = the first; top-k = the
+/// first k; then temperature and top-p), for [`candidates_equal_full_sort`].
+fn candidates_by_full_sort(
+    temperature: f32,
+    top_k: usize,
+    top_p: f32,
+    logits: &[f32],
+) -> Vec<(u32, f32)> {
+    let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+    order.sort_by(|&a, &b| {
+        logits[b as usize]
+            .total_cmp(&logits[a as usize])
+            .then(a.cmp(&b))
+    });
+    if order.is_empty() {
+        return Vec::new();
+    }
+    if temperature == 0.0 {
+        return vec![(order[0], 1.0)];
+    }
+    if top_k > 0 {
+        order.truncate(top_k);
+    }
+    let t = f64::from(temperature);
+    let max = f64::from(logits[order[0] as usize]) / t;
+    let w: Vec<f64> = order
+        .iter()
+        .map(|&i| (f64::from(logits[i as usize]) / t - max).exp())
+        .collect();
+    let total: f64 = w.iter().sum();
+    let (mut kept, mut mass) = (Vec::new(), 0.0);
+    for (&id, w) in order.iter().zip(&w) {
+        if mass >= f64::from(top_p) {
+            break;
+        }
+        kept.push((id, w / total));
+        mass += w / total;
+    }
+    let kt: f64 = kept.iter().map(|(_, p)| p).sum();
+    kept.into_iter()
+        .map(|(id, p)| (id, (p / kt) as f32))
+        .collect()
+}
+
+proptest::proptest! {
+    /// Greedy's single pass and top-k's partial sort give exactly what a
+    /// sort of the whole vocabulary gives, ties (few distinct values) included.
+    #[test]
+    fn candidates_equal_full_sort(
+        raw in proptest::collection::vec(0u8..12, 1..300),
+        temperature in proptest::sample::select(vec![0.0f32, 0.7, 1.0]),
+        top_k in proptest::sample::select(vec![0usize, 1, 2, 5, 40, 1000]),
+        top_p in proptest::sample::select(vec![1.0f32, 0.9, 0.5]),
+    ) {
+        let logits: Vec<f32> = raw.iter().map(|&v| f32::from(v) * 0.5 - 2.0).collect();
+        let o = GenerateOptions::new()
+            .with_temperature(temperature)
+            .with_top_k(top_k)
+            .with_top_p(top_p);
+        let got = Sampler::new(&o).expect("sampler").candidates(&logits);
+        proptest::prop_assert_eq!(got, candidates_by_full_sort(temperature, top_k, top_p, &logits));
+    }
+}
+
 #[test]
 fn repetition_penalty_exact() {
     let s = Sampler::new(&GenerateOptions::new().with_repetition_penalty(2.0)).expect("s");
