@@ -332,13 +332,11 @@ fn generate(shape: Shape, prompt: usize, tokens: usize, dtype: Dtype) -> Result<
     let opts = GenerateOptions::new()
         .with_max_tokens(tokens)
         .with_stop_at_eos(false);
-    // Warm-up (kernel compilation), then the timed run.
-    for _ in m.generate_ids(
-        &ids,
-        &GenerateOptions::new()
-            .with_max_tokens(4)
-            .with_stop_at_eos(false),
-    )? {}
+    // Warm-up of the same length (every kernel shape the timed run meets is
+    // compiled by then), then the timed run.
+    for id in m.generate_ids(&ids, &opts)? {
+        id?;
+    }
     let t = Instant::now();
     let mut first = None;
     let mut n = 0usize;

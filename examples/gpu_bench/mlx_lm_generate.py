@@ -1,5 +1,7 @@
 """mlx-lm greedy generation speed on a `gpu_bench` shape (random weights):
-`mlx_lm.generate.generate_step`, one warm-up, then a timed run.
+`mlx_lm.generate.generate_step`, one untimed warm-up run of the same length
+(every kernel shape the timed run meets is compiled by then), then a timed
+run.
 
 python mlx_lm_generate.py --shape llama1b --prompt 128 --tokens 256
 """
@@ -24,8 +26,8 @@ model = Model(ModelArgs(model_type="llama", **SHAPES[a.shape], **COMMON))
 model.set_dtype(mx.bfloat16)
 mx.eval(model.parameters())
 prompt = mx.array([100 + (i * 37) % 40000 for i in range(a.prompt)])
-for _ in generate_step(prompt, model, max_tokens=4):
-    pass
+for tok, _ in generate_step(prompt, model, max_tokens=a.tokens):
+    mx.eval(tok)
 t = time.perf_counter()
 first, n = None, 0
 for tok, _ in generate_step(prompt, model, max_tokens=a.tokens):

@@ -109,7 +109,25 @@ impl QuantizedWeight {
     }
 
     /// `x Ŵᵀ`.
+    ///
+    /// Rows of a single quantization group (input width ≤ group size) take
+    /// `x · dequantize(Ŵ)ᵀ` instead of `quantized_matmul`: MLX 0.32.2's
+    /// CUDA build sends exactly those shapes to its Hopper kernel, which
+    /// returned wrong products for f32 activations on an H200 (relative
+    /// error 1.0 at width 64, group 64, 4 bits, 8–64 rows; see
+    /// `examples/gpu_bench/qmm_check.py`). Such widths only occur in small
+    /// test models, where the dequantized product costs nothing; the result
+    /// is the same `x Ŵᵀ` up to rounding.
     pub fn matmul_t(&self, x: &Array) -> Result<Array> {
+        if self.shape[1] <= self.spec.group_size {
+            let w = self.dequantize()?;
+            let w = if w.dtype() == x.dtype() {
+                w
+            } else {
+                w.as_dtype(x.dtype())?
+            };
+            return Ok(x.matmul(w.t())?);
+        }
         Ok(mlx_rs::ops::quantized_matmul(
             x,
             &self.w,
@@ -124,5 +142,41 @@ impl QuantizedWeight {
     /// The format.
     pub fn spec(&self) -> QuantSpec {
         self.spec
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(a: &Array, b: &Array) -> f32 {
+        let d = a.subtract(b).unwrap().square().unwrap().sum(None).unwrap();
+        let n = b.square().unwrap().sum(None).unwrap();
+        (d.item_exact::<f32>() / n.item_exact::<f32>()).sqrt()
+    }
+
+    /// Single-group rows take the dequantized product; wider rows take
+    /// `quantized_matmul`. Both must be `x Ŵᵀ`. The kernel is compared only
+    /// where `matmul_t` uses it: on the H200 it is wrong for single-group
+    /// rows, which is why they take the other path.
+    #[test]
+    fn matmul_t_is_x_times_dequantized_transpose_for_every_width() {
+        let key = mlx_rs::random::key(3).unwrap();
+        for (inp, group) in [(64, 64), (32, 32), (128, 128), (128, 64), (256, 32)] {
+            let w = mlx_rs::random::normal::<f32>(&[48, inp], None, None, &key).unwrap();
+            let x = mlx_rs::random::normal::<f32>(&[2, 5, inp], None, None, &key).unwrap();
+            let spec = QuantSpec::new(4).with_group_size(group);
+            let q = QuantizedWeight::quantize(&w, spec, "w").unwrap();
+            let got = q.matmul_t(&x).unwrap();
+            let dense = x.matmul(q.dequantize().unwrap().t()).unwrap();
+            assert_eq!(got.shape(), &[2, 5, 48]);
+            assert!(rel(&got, &dense) < 1e-6, "{inp}/{group}: vs dense");
+            if inp > group {
+                let kernel =
+                    mlx_rs::ops::quantized_matmul(&x, &q.w, &q.scales, &q.biases, true, group, 4)
+                        .unwrap();
+                assert!(rel(&got, &kernel) == 0.0, "{inp}/{group}: not the kernel's");
+            }
+        }
     }
 }
