@@ -215,6 +215,10 @@ impl PeftModel {
     ) -> Result<()> {
         let c = self.config.clone();
         let lin = &mut self.linears[i][slot];
+        // The initialisations work in f32; a dense base keeps the model's
+        // own dtype (a bf16 model stays bf16: its frozen products and the
+        // activations they feed stay half the size, on bf16 kernels).
+        let model_dtype = lin.base.dense()?.dtype();
         let w = lin.base.dense()?.as_type::<f32>()?;
         let [out, inp] = [w.dim(0) as usize, w.dim(1) as usize];
         if rank > out.min(inp) {
@@ -228,7 +232,8 @@ impl PeftModel {
         let quant = |m: &Array| -> Result<BaseWeight> {
             Ok(match c.quantized_base {
                 Some(spec) => BaseWeight::Quantized(QuantizedWeight::quantize(m, spec, name)?),
-                None => BaseWeight::Dense(m.clone()),
+                None if m.dtype() == model_dtype => BaseWeight::Dense(m.clone()),
+                None => BaseWeight::Dense(m.as_dtype(model_dtype)?),
             })
         };
         let (a, b, base, init, magnitude) = match c.method {
@@ -236,7 +241,7 @@ impl PeftModel {
                 let (a, b) = lora::init(name, rank, inp, out, c.seed)?;
                 let base = quant(&w)?;
                 let magnitude = if c.method == Method::Dora {
-                    Some(dora::row_norms(&base.dense()?)?)
+                    Some(dora::row_norms(&base.dense()?.as_type::<f32>()?)?)
                 } else {
                     None
                 };
@@ -261,6 +266,10 @@ impl PeftModel {
             }
         };
         mlx_rs::transforms::eval([&a, &b])?;
+        if let BaseWeight::Dense(w) = &base {
+            // Materialise the cast now, so the f32 copy is freed here.
+            w.eval()?;
+        }
         lin.base = base;
         lin.adapter = Some(Adapter {
             method: c.method,

@@ -374,3 +374,36 @@ fn targeting_patterns_layers_and_per_pattern_rank() {
         "{cloq}"
     );
 }
+
+/// A bf16 model keeps its dtype under a LoRA: the adapted bases stay bf16
+/// (the initialisation works in f32, the frozen products do not), so the
+/// forward pass and its output are bf16, and it still starts as the base.
+#[test]
+fn bf16_model_stays_bf16_under_lora() {
+    use mlx_rs::Dtype;
+    use mlx_rs::module::ModuleParametersExt;
+    let to_bf16 = |mut m: forge_model::Model| {
+        for (_, p) in m.parameters_mut().flatten().iter_mut() {
+            **p = p.as_dtype(Dtype::Bfloat16).expect("cast");
+        }
+        m.eval().expect("eval");
+        m
+    };
+    let x = tokens(2, 12, VOCAB, 5);
+    let want = to_bf16(tiny(11)).forward(&x, None).expect("forward");
+    for method in [Method::Lora, Method::Dora] {
+        let cfg = PeftConfig::new(method, 4, 8.0)
+            .with_targets(["all-linear"])
+            .with_seed(7);
+        let mut m = PeftModel::new(to_bf16(tiny(11)), cfg).expect("peft");
+        for (name, l) in m.modules() {
+            let w = l.base().dense().expect("base");
+            assert_eq!(w.dtype(), Dtype::Bfloat16, "{method:?} {name}");
+        }
+        let got = m.forward(&x).expect("forward");
+        assert_eq!(got.dtype(), Dtype::Bfloat16, "{method:?}");
+        let err = rel(&got, &want);
+        println!("{method:?} bf16: step-0 rel error vs the base model {err:.2e}");
+        assert!(err <= 1e-2, "{method:?}: {err}");
+    }
+}
