@@ -330,6 +330,12 @@ struct MlxSession<'a> {
     queued: std::collections::VecDeque<Array>,
 }
 
+/// Token ids as the `[1, n]` array the model takes.
+fn token_row(ids: &[u32]) -> Array {
+    let ids: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
+    Array::from_slice(&ids, &[1, ids.len() as i32])
+}
+
 impl MlxSession<'_> {
     /// Runs `tokens` (`[1, n]`) and queues the argmax of the last position.
     fn queue_argmax(&mut self, tokens: &Array) -> Result<()> {
@@ -344,16 +350,15 @@ impl MlxSession<'_> {
 
 impl DecodeSession for MlxSession<'_> {
     fn feed(&mut self, input: &[u32]) -> Result<Vec<f32>> {
-        let ids: Vec<i32> = input.iter().map(|&t| t as i32).collect();
-        let tokens = Array::from_slice(&ids, &[1, ids.len() as i32]);
-        let logits = self.model.forward_last(&tokens, Some(&mut self.cache))?;
+        let logits = self
+            .model
+            .forward_last(&token_row(input), Some(&mut self.cache))?;
         last_logits(&logits)
     }
 
     fn greedy(&mut self, input: Option<&[u32]>, ahead: bool) -> Result<Option<u32>> {
         if let Some(input) = input {
-            let ids: Vec<i32> = input.iter().map(|&t| t as i32).collect();
-            self.queue_argmax(&Array::from_slice(&ids, &[1, ids.len() as i32]))?;
+            self.queue_argmax(&token_row(input))?;
         }
         if ahead && let Some(newest) = self.queued.back() {
             let tokens = newest.reshape(&[1, 1])?;
@@ -519,7 +524,10 @@ impl TokenStream<'_> {
             self.finish = Some(FinishReason::MaxTokens);
             return Ok(None);
         }
-        let token = if self.sampler.is_plain_greedy() && !self.host_sampling {
+        // Plain greedy decoding runs on the device unless the session has
+        // no such path; the device keeps its own next input then.
+        let on_device = self.sampler.is_plain_greedy() && !self.host_sampling;
+        let token = if on_device {
             // One token ahead unless this is the last one allowed.
             let ahead = self.generated().len() + 1 < self.max_tokens;
             let input = self.pending.take();
@@ -544,7 +552,7 @@ impl TokenStream<'_> {
             return Ok(None);
         }
         self.history.push(token);
-        if self.host_sampling || !self.sampler.is_plain_greedy() {
+        if !on_device {
             self.pending = Some(vec![token]);
         }
         Ok(Some(token))

@@ -16,7 +16,7 @@ use mlx_rs::fast::ScaledDotProductAttentionMask;
 use mlx_rs::module::Module;
 use mlx_rs::nn::Linear;
 
-use crate::adapter::{AdaptedLinear, Adapter, BaseWeight};
+use crate::adapter::{AdaptedLinear, Adapter, BaseWeight, same_dtype};
 use crate::config::PeftConfig;
 use crate::error::{Error, Result};
 use crate::methods::{Method, cloq, dora, lora, pissa};
@@ -218,8 +218,9 @@ impl PeftModel {
         // The initialisations work in f32; a dense base keeps the model's
         // own dtype (a bf16 model stays bf16: its frozen products and the
         // activations they feed stay half the size, on bf16 kernels).
-        let model_dtype = lin.base.dense()?.dtype();
-        let w = lin.base.dense()?.as_type::<f32>()?;
+        let dense = lin.base.dense()?;
+        let model_dtype = dense.dtype();
+        let w = dense.as_type::<f32>()?;
         let [out, inp] = [w.dim(0) as usize, w.dim(1) as usize];
         if rank > out.min(inp) {
             return Err(Error::invalid(
@@ -232,8 +233,7 @@ impl PeftModel {
         let quant = |m: &Array| -> Result<BaseWeight> {
             Ok(match c.quantized_base {
                 Some(spec) => BaseWeight::Quantized(QuantizedWeight::quantize(m, spec, name)?),
-                None if m.dtype() == model_dtype => BaseWeight::Dense(m.clone()),
-                None => BaseWeight::Dense(m.as_dtype(model_dtype)?),
+                None => BaseWeight::Dense(same_dtype(m.clone(), model_dtype)?),
             })
         };
         let (a, b, base, init, magnitude) = match c.method {

@@ -120,12 +120,7 @@ impl QuantizedWeight {
     /// is the same `x Ŵᵀ` up to rounding.
     pub fn matmul_t(&self, x: &Array) -> Result<Array> {
         if self.shape[1] <= self.spec.group_size {
-            let w = self.dequantize()?;
-            let w = if w.dtype() == x.dtype() {
-                w
-            } else {
-                w.as_dtype(x.dtype())?
-            };
+            let w = crate::adapter::same_dtype(self.dequantize()?, x.dtype())?;
             return Ok(x.matmul(w.t())?);
         }
         Ok(mlx_rs::ops::quantized_matmul(
