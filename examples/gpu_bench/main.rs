@@ -259,6 +259,9 @@ fn train(
         .with_lr(1e-5)
         .with_schedule(Schedule::Constant)
         .with_clip_grad_norm(0.0)
+        // Like mlx-lm's trainer (no clipping, no norm): the gradient norm
+        // is not measured.
+        .with_grad_norm_every(0)
         .with_grad_checkpoint(ckpt)
         .with_compile(compile);
     let per_step = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));

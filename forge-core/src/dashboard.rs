@@ -37,7 +37,9 @@ pub struct StepPoint {
     pub loss: f32,
     /// Learning rate.
     pub lr: f32,
-    /// Gradient norm before clipping.
+    /// Gradient norm before clipping (NaN, written `null`, on steps that
+    /// did not measure it).
+    #[serde(deserialize_with = "nan_if_null")]
     pub grad_norm: f32,
     /// Throughput.
     pub tokens_per_s: f64,
@@ -48,6 +50,11 @@ pub struct StepPoint {
     /// Validation loss, on evaluation steps.
     #[serde(default)]
     pub val_loss: Option<f32>,
+}
+
+/// JSON has no NaN: serde_json writes it as `null`; read that back as NaN.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f32, D::Error> {
+    Ok(Option::<f32>::deserialize(d)?.unwrap_or(f32::NAN))
 }
 
 impl From<&StepMetrics> for StepPoint {
@@ -468,6 +475,20 @@ mod tests {
             eta_s: 1.0,
             val_loss: val,
         }
+    }
+
+    #[test]
+    fn an_unmeasured_gradient_norm_round_trips_as_null() {
+        let mut p = step(1, 3.0, None);
+        p.grad_norm = f32::NAN;
+        let line = serde_json::to_string(&p).expect("json");
+        assert!(line.contains("\"grad_norm\":null"), "{line}");
+        let back: StepPoint = serde_json::from_str(&line).expect("read back");
+        assert!(back.grad_norm.is_nan());
+        let measured: StepPoint =
+            serde_json::from_str(&serde_json::to_string(&step(2, 2.0, None)).expect("json"))
+                .expect("read back");
+        assert_eq!(measured.grad_norm, 1.0);
     }
 
     #[test]

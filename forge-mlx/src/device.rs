@@ -108,8 +108,41 @@ pub fn select(choice: DeviceChoice) -> Result<DeviceType> {
             ));
         }
     };
+    if matches!(kind, DeviceType::Gpu) && gpu == Some(GpuBackend::Cuda) {
+        prefer_direct_cuda_launches();
+    }
     Device::set_default(&Device::new(kind, 0));
     Ok(kind)
+}
+
+/// The environment variable MLX's CUDA backend reads once, at its first
+/// GPU operation, to record kernels into CUDA graphs (`1`, its default) or
+/// launch them directly (`0`).
+pub const CUDA_GRAPHS_ENV: &str = "MLX_USE_CUDA_GRAPHS";
+
+/// Makes MLX's CUDA backend launch kernels directly instead of recording
+/// them into CUDA graphs, unless the user set [`CUDA_GRAPHS_ENV`].
+///
+/// MLX 0.32 records every 100 operations into a CUDA graph and re-creates
+/// the executable graph whenever the recorded one cannot be updated in
+/// place, which a LoRA training step's graphs (cuBLAS calls captured as
+/// child graphs) mostly cannot. Traced on an H200 (`examples/gpu_bench/
+/// kernel_trace`), a SmolLM2-135M step spent ~44 ms of its ~114 ms on the
+/// host in `cudaGraphInstantiate`, `cudaGraphLaunch` and
+/// `cudaGraphExecDestroy` while the GPU idled; with direct launches the
+/// same step ran 2.1× faster, and the Llama-1B-like step 1.2× faster
+/// (docs/benchmarks.md).
+///
+/// Called by [`select`] before MLX's first GPU operation; the variable is
+/// read once per process, so setting it later has no effect.
+pub fn prefer_direct_cuda_launches() {
+    if std::env::var_os(CUDA_GRAPHS_ENV).is_none() {
+        // SAFETY: `select` runs at start-up, before Forge starts threads;
+        // nothing else in the process reads or writes the environment
+        // concurrently at that point (MLX reads this variable later, on the
+        // thread that runs the first GPU operation).
+        unsafe { std::env::set_var(CUDA_GRAPHS_ENV, "0") };
+    }
 }
 
 #[cfg(test)]

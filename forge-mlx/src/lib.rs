@@ -7,7 +7,10 @@ mod runtime;
 mod shim;
 pub mod smoke;
 
-pub use device::{DeviceChoice, GpuBackend, gpu_backend, select as select_device};
+pub use device::{
+    CUDA_GRAPHS_ENV, DeviceChoice, GpuBackend, gpu_backend, prefer_direct_cuda_launches,
+    select as select_device,
+};
 pub use error::{Error, Result};
 pub use mlx_rs;
 pub use runtime::{BlasBackend, RuntimeInfo, runtime_info};

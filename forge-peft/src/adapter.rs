@@ -38,6 +38,14 @@ impl BaseWeight {
             BaseWeight::Quantized(q) => q.matmul_t(x),
         }
     }
+
+    /// `g W` (`g` `[…, out]` → `[…, in]`): the input gradient of `x Wᵀ`.
+    fn matmul(&self, g: &Array) -> Result<Array> {
+        match self {
+            BaseWeight::Dense(w) => Ok(g.matmul(w)?),
+            BaseWeight::Quantized(q) => q.matmul(g),
+        }
+    }
 }
 
 /// The trainable part of an adapted layer.
@@ -165,19 +173,11 @@ impl AdaptedLinear {
                 };
             }
         };
-        let base = self.base.matmul_t(x)?;
-        let lora = x
-            .matmul(adapter.a.t())?
-            .matmul(adapter.b.t())?
-            .multiply(Array::from_f32(adapter.scale))?;
-        // f32 adapters over a bf16/f16 model: the low-rank path runs in
-        // f32 and is cast back, so the residual stream keeps the model's
-        // dtype (otherwise every later layer would be promoted to f32).
-        let lora = same_dtype(lora, base.dtype())?;
-        let y = base.add(&lora)?;
         let y = match &adapter.magnitude {
-            None => y,
+            None => return self.add_bias(low_rank(&self.base, x, adapter)?),
             Some(m) => {
+                let y = low_rank_forward(&self.base, x, &adapter.a, &adapter.b, adapter.scale)?
+                    .0;
                 let norm = dora::row_norms(&self.base.dense()?.add(adapter.delta()?)?)?;
                 let norm = if adapter.detach_norm {
                     mlx_rs::stop_gradient(&norm)?
@@ -226,4 +226,79 @@ impl AdaptedLinear {
             self.base = old;
         }
     }
+}
+
+/// `y = x Wᵀ + s·(x Aᵀ) Bᵀ` and the rank-`r` activation `u = x Aᵀ`.
+///
+/// f32 adapters over a bf16/f16 model: the low-rank path runs in f32 and
+/// is cast back, so the residual stream keeps the model's dtype (otherwise
+/// every later layer would be promoted to f32).
+fn low_rank_forward(
+    base: &BaseWeight,
+    x: &Array,
+    a: &Array,
+    b: &Array,
+    scale: f32,
+) -> Result<(Array, Array)> {
+    let y0 = base.matmul_t(x)?;
+    let u = x.matmul(a.t())?;
+    let lora = u.matmul(b.t())?.multiply(Array::from_f32(scale))?;
+    let y = y0.add(same_dtype(lora, y0.dtype())?)?;
+    Ok((y, u))
+}
+
+/// The LoRA-form forward (LoRA, rsLoRA, PiSSA, CLoQ: no magnitude) with a
+/// hand-written gradient (Hu et al. 2021, arXiv:2106.09685, `h = W₀x + s·BAx`).
+/// With `u = x Aᵀ` kept from the forward and `ḡ = s·∂L/∂y`:
+///
+/// ```text
+/// ∂L/∂B = ḡᵀ u        [out, r]
+/// ∂L/∂u = ḡ B         [T, r]
+/// ∂L/∂A = (∂L/∂u)ᵀ x  [r, in]
+/// ∂L/∂x = ∂L/∂y · W + ∂L/∂u · A
+/// ```
+///
+/// The same products autodiff forms, but each gradient comes out as a
+/// row-major `[r, in]` / `[out, r]` array in the parameter's own layout:
+/// through `x·Aᵀ`, autodiff returns the transpose of a `[in, r]` product,
+/// and the optimizer's fused update then runs MLX's strided kernel over
+/// every parameter (measured on an H200: 21 ms of a 132 ms Llama-1B-like
+/// step, against 3 ms contiguous).
+fn low_rank(base: &BaseWeight, x: &Array, ad: &Adapter) -> Result<Array> {
+    let scale = ad.scale;
+    let fwd_base = base.clone();
+    let f = move |xs: &[Array]| -> Result<Vec<Array>> {
+        let (y, u) = low_rank_forward(&fwd_base, &xs[0], &xs[1], &xs[2], scale)?;
+        Ok(vec![y, u])
+    };
+    let base = base.clone();
+    let vjp = move |p: &[Array], cot: &[Array], out: &[Array]| -> Result<Vec<Array>> {
+        let (x, a, b) = (&p[0], &p[1], &p[2]);
+        let (dy, u) = (&cot[0], &out[1]);
+        let (d_in, d_out, r) = (x.dim(-1), dy.dim(-1), u.dim(-1));
+        let g = same_dtype(dy.clone(), u.dtype())?.multiply(Array::from_f32(scale))?;
+        let g2 = g.reshape(&[-1, d_out])?;
+        let du = g2.matmul(b)?;
+        let db = g2.t().matmul(u.reshape(&[-1, r])?)?;
+        // Cast before reshaping: the same `AsType(x)` node as the forward's
+        // promotion in `x·Aᵀ`, which compilation then computes once.
+        let xc = same_dtype(x.clone(), du.dtype())?.reshape(&[-1, d_in])?;
+        let da = du.t().matmul(&xc)?;
+        let dx = base
+            .matmul(dy)?
+            .add(du.matmul(a)?.reshape(x.shape())?)?;
+        Ok(vec![
+            same_dtype(dx, x.dtype())?,
+            same_dtype(da, a.dtype())?,
+            same_dtype(db, b.dtype())?,
+        ])
+    };
+    crate::checkpoint::custom_vjp(
+        Box::new(f),
+        Box::new(vjp),
+        &[x.clone(), ad.a.clone(), ad.b.clone()],
+    )?
+    .into_iter()
+    .next()
+    .ok_or_else(|| crate::error::Error::Unsupported("the low-rank path returned nothing".into()))
 }

@@ -704,8 +704,7 @@ fn block(
     let v = split(lin[2].forward(&normed)?, c.nkv)?;
     let q = rope.apply(&q, 0)?;
     let k = rope.apply(&k, 0)?;
-    let mask = (c.len > 1).then_some(ScaledDotProductAttentionMask::Causal);
-    let att = mlx_rs::fast::scaled_dot_product_attention(&q, &k, &v, c.scale, mask, None)?;
+    let att = attention(&q, &k, &v, c)?;
     let att = att
         .transpose_axes(&[0, 2, 1, 3])?
         .reshape(&[c.bsz, c.len, c.nh * c.hd])?;
@@ -720,4 +719,182 @@ fn block(
     let act = silu.multiply(&up)?;
     capture(6, &act)?;
     Ok(h.add(lin[6].forward(&act)?)?)
+}
+
+/// Causal grouped-query attention `O = softmax(s·QKᵀ + M) V` (`M` 0 on and
+/// below the diagonal, −∞ above), computed by MLX's fused attention kernel,
+/// with a hand-written backward pass. With `P` the attention weights, `Ō`
+/// the output cotangent and `δ_i = Σ_d Ō_id O_id` (Dao et al. 2022,
+/// *FlashAttention*, arXiv:2205.14135, §B.2: `δ = rowsum(P ⊙ dP)` equals
+/// `rowsum(Ō ⊙ O)`):
+///
+/// ```text
+/// dV = Pᵀ Ō        dP = Ō Vᵀ        dS = P ⊙ (dP − δ)
+/// dQ = s·dS K      dK = s·dSᵀ Q
+/// ```
+///
+/// summed over the query heads that share a key/value head.
+///
+/// Why: MLX 0.32 differentiates its fused attention through the unfused
+/// fallback graph, which on CUDA masks the `[b, h, l, l]` scores with a
+/// broadcast select and multiplies against key/value heads broadcast over
+/// their query groups; traced on an H200 those products ran on an old
+/// unaligned kernel (11 ms of a 132 ms Llama-1B-like step) and the mask
+/// and softmax gradient passes took another 13 ms. Here the keys and values
+/// are expanded to all heads (contiguous batched products), the mask and
+/// the scale ride in one `addmm` (`s·QKᵀ + M`), and `δ` is a `[b, h, l]`
+/// row sum instead of one over the scores.
+fn attention(q: &Array, k: &Array, v: &Array, c: BlockCtx) -> Result<Array> {
+    if c.len <= 1 {
+        return Ok(mlx_rs::fast::scaled_dot_product_attention(
+            q, k, v, c.scale, None, None,
+        )?);
+    }
+    let f = move |xs: &[Array]| -> Result<Vec<Array>> {
+        Ok(vec![mlx_rs::fast::scaled_dot_product_attention(
+            &xs[0],
+            &xs[1],
+            &xs[2],
+            c.scale,
+            ScaledDotProductAttentionMask::Causal,
+            None,
+        )?])
+    };
+    let vjp = move |p: &[Array], cot: &[Array], out: &[Array]| -> Result<Vec<Array>> {
+        let (q, k, v) = (&p[0], &p[1], &p[2]);
+        let (d_o, o) = (&cot[0], &out[0]);
+        let (b, l, hd) = (c.bsz, c.len, c.hd);
+        let rep = c.nh / c.nkv;
+        // [b, nkv, l, hd] → [b, nh, l, hd], query head h reading kv head h / rep.
+        let expand = |t: &Array| -> Result<Array> {
+            if rep == 1 {
+                return Ok(t.clone());
+            }
+            Ok(mlx_rs::ops::broadcast_to(t.expand_dims(2)?, &[b, c.nkv, rep, l, hd])?
+                .reshape(&[b, c.nh, l, hd])?)
+        };
+        let fold = |t: Array| -> Result<Array> {
+            if rep == 1 {
+                return Ok(t);
+            }
+            Ok(t.reshape(&[b, c.nkv, rep, l, hd])?.sum_axis(2, false)?)
+        };
+        let (ke, ve) = (expand(k)?, expand(v)?);
+        let dt = q.dtype();
+        let pos = mlx_rs::ops::arange::<_, i32>(0, l, None)?;
+        let future = pos.expand_dims(0)?.gt(pos.expand_dims(1)?)?;
+        let mask = mlx_rs::ops::select(
+            &future,
+            Array::from_f32(f32::NEG_INFINITY).as_dtype(dt)?,
+            Array::from_f32(0.0).as_dtype(dt)?,
+        )?;
+        let scores = mlx_rs::ops::addmm(&mask, q, ke.swap_axes(-1, -2)?, c.scale, 1.0)?;
+        let probs = mlx_rs::ops::softmax_axis(&scores, -1, true)?;
+        let dv = probs.swap_axes(-1, -2)?.matmul(d_o)?;
+        let dp = d_o.matmul(ve.swap_axes(-1, -2)?)?;
+        let delta = d_o
+            .as_type::<f32>()?
+            .multiply(o.as_type::<f32>()?)?
+            .sum_axis(-1, true)?;
+        let ds = probs
+            .multiply(dp.subtract(&delta)?)?
+            .multiply(Array::from_f32(c.scale))?
+            .as_dtype(dt)?;
+        let dq = ds.matmul(&ke)?;
+        let dk = ds.swap_axes(-1, -2)?.matmul(q)?;
+        Ok(vec![dq, fold(dk)?, fold(dv)?])
+    };
+    crate::checkpoint::custom_vjp(
+        Box::new(f),
+        Box::new(vjp),
+        &[q.clone(), k.clone(), v.clone()],
+    )?
+    .into_iter()
+    .next()
+    .ok_or_else(|| Error::Unsupported("attention returned nothing".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in (−1, 1), built on the host.
+    fn data(shape: &[i32], seed: u64) -> Array {
+        let n: i32 = shape.iter().product();
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect();
+        Array::from_slice(&v, shape)
+    }
+
+    /// The unfused reference: repeat the kv heads, mask, softmax, product.
+    fn reference(q: &Array, k: &Array, v: &Array, c: BlockCtx) -> Result<Array> {
+        let rep = c.nh / c.nkv;
+        let grow = |t: &Array| -> Result<Array> {
+            Ok(mlx_rs::ops::broadcast_to(
+                t.expand_dims(2)?,
+                &[c.bsz, c.nkv, rep, c.len, c.hd],
+            )?
+            .reshape(&[c.bsz, c.nh, c.len, c.hd])?)
+        };
+        let s = q
+            .matmul(grow(k)?.swap_axes(-1, -2)?)?
+            .multiply(Array::from_f32(c.scale))?;
+        let pos = mlx_rs::ops::arange::<_, i32>(0, c.len, None)?;
+        let keep = pos.expand_dims(0)?.le(pos.expand_dims(1)?)?;
+        let s = mlx_rs::ops::select(&keep, &s, Array::from_f32(f32::NEG_INFINITY))?;
+        Ok(mlx_rs::ops::softmax_axis(&s, -1, true)?.matmul(grow(v)?)?)
+    }
+
+    #[test]
+    fn attention_gradients_equal_autodiff_of_the_unfused_graph() -> Result<()> {
+        for (nh, nkv) in [(4, 2), (4, 4), (6, 1)] {
+            let c = BlockCtx {
+                nh,
+                nkv,
+                hd: 8,
+                scale: 8f32.powf(-0.5),
+                bsz: 2,
+                len: 7,
+            };
+            let q = data(&[2, nh, 7, 8], 1);
+            let k = data(&[2, nkv, 7, 8], 2);
+            let v = data(&[2, nkv, 7, 8], 3);
+            let cot = data(&[2, nh, 7, 8], 4);
+            let ours = mlx_rs::transforms::fallible_vjp(
+                |x: &[Array]| attention(&x[0], &x[1], &x[2], c).map(|y| vec![y]).map_err(to_exc),
+                &[q.clone(), k.clone(), v.clone()],
+                std::slice::from_ref(&cot),
+            )?;
+            let theirs = mlx_rs::transforms::fallible_vjp(
+                |x: &[Array]| reference(&x[0], &x[1], &x[2], c).map(|y| vec![y]).map_err(to_exc),
+                &[q, k, v],
+                &[cot],
+            )?;
+            let close = |a: &Array, b: &Array| -> Result<f32> {
+                let d = a.subtract(b)?.abs()?.max(None)?.item_cast::<f32>();
+                let m = b.abs()?.max(None)?.item_cast::<f32>();
+                Ok(d / m)
+            };
+            assert!(close(&ours.0[0], &theirs.0[0])? < 1e-5, "forward {nh}/{nkv}");
+            for (i, name) in ["dq", "dk", "dv"].iter().enumerate() {
+                let e = close(&ours.1[i], &theirs.1[i])?;
+                assert!(e < 1e-5, "{name} heads {nh}/{nkv}: relative error {e:.2e}");
+            }
+        }
+        Ok(())
+    }
+
+    fn to_exc(e: Error) -> mlx_rs::error::Exception {
+        match e {
+            Error::Mlx(e) => e,
+            other => mlx_rs::error::Exception::custom(other.to_string()),
+        }
+    }
 }

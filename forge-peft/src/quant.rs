@@ -134,6 +134,26 @@ impl QuantizedWeight {
         )?)
     }
 
+    /// `g Ŵ` for `g` `[…, out]`: the input gradient of [`matmul_t`](Self::matmul_t)
+    /// (MLX's `quantized_matmul` with `transpose = false`, the kernel MLX's own
+    /// gradient of `quantized_matmul` uses; single-group rows go through the
+    /// dequantized weight like `matmul_t`).
+    pub fn matmul(&self, g: &Array) -> Result<Array> {
+        if self.shape[1] <= self.spec.group_size {
+            let w = crate::adapter::same_dtype(self.dequantize()?, g.dtype())?;
+            return Ok(g.matmul(w)?);
+        }
+        Ok(mlx_rs::ops::quantized_matmul(
+            g,
+            &self.w,
+            &self.scales,
+            &self.biases,
+            false,
+            self.spec.group_size,
+            self.spec.bits,
+        )?)
+    }
+
     /// The format.
     pub fn spec(&self) -> QuantSpec {
         self.spec

@@ -336,3 +336,45 @@ fn compiled_step_matches_uncompiled() {
         assert!(worst <= 1e-4, "{worst}");
     }
 }
+
+#[test]
+fn skipping_the_gradient_norm_changes_nothing_else() {
+    // Without clipping the norm only feeds the metrics and the guard:
+    // measuring it every other step, or never, must leave the loss curve
+    // and the adapters bit-identical (both with the compiled step and its
+    // fused update, and eagerly).
+    let train = examples(16, 9);
+    for compile in [true, false] {
+        let o = TrainOptions::new(4)
+            .with_batch_size(2)
+            .with_lr(1e-2)
+            .with_clip_grad_norm(0.0)
+            .with_compile(compile);
+        let runs: Vec<_> = [1, 2, 0]
+            .into_iter()
+            .map(|every| {
+                let mut m = model();
+                let r = Trainer::new(o.clone().with_grad_norm_every(every))
+                    .run(&mut m, &train, &[], 0, None)
+                    .expect("run");
+                (r, m.trainable_parameters())
+            })
+            .collect();
+        let (base, base_params) = &runs[0];
+        assert!(base.steps.iter().all(|s| s.grad_norm.is_finite() && s.grad_norm > 0.0));
+        for (every, (r, params)) in [2, 0].into_iter().zip(&runs[1..]) {
+            for (i, (x, y)) in base.steps.iter().zip(&r.steps).enumerate() {
+                assert_eq!(x.loss.to_bits(), y.loss.to_bits(), "compile {compile}, every {every}, step {i}");
+                let measured = every > 0 && i % every == 0;
+                if measured {
+                    assert_eq!(x.grad_norm.to_bits(), y.grad_norm.to_bits(), "step {i}");
+                } else {
+                    assert!(y.grad_norm.is_nan(), "every {every}, step {i}: {}", y.grad_norm);
+                }
+            }
+            for (k, v) in base_params {
+                assert_eq!(rel(v, &params[k]), 0.0, "compile {compile}, every {every}: {k}");
+            }
+        }
+    }
+}

@@ -171,27 +171,32 @@ type CompiledFn = Box<
 >;
 
 /// One optimizer step as a single compiled MLX function: the accumulated
-/// gradients are divided by the token count, their global norm is taken,
-/// they are clipped to `clip` (when `clip > 0`), and [`AdamW`]'s update is
-/// applied to every parameter, op for op as [`AdamW::step`] writes it.
+/// gradients are divided by the token count, their global norm is taken
+/// (when asked for, or when clipping needs it), they are clipped to `clip`
+/// (when `clip > 0`), and [`AdamW`]'s update is applied to every parameter,
+/// op for op as [`AdamW::step`] writes it.
 ///
 /// Compiling the update matters on GPUs: unfused, AdamW over a LoRA's
 /// couple of hundred small arrays is thousands of tiny kernel launches per
-/// step; compiled, MLX fuses each parameter's element-wise chain.
+/// step; compiled, MLX fuses each parameter's element-wise chain, the
+/// division by the token count included, into one kernel. The norm costs
+/// two more kernels per parameter (square, sum) and the division its own,
+/// so a step that needs no norm uses a second compiled function without it.
 pub(crate) struct FusedAdamW {
     names: Vec<String>,
-    f: CompiledFn,
+    with_norm: CompiledFn,
+    without_norm: CompiledFn,
 }
 
 impl FusedAdamW {
     /// The fused step for the parameters `names` of `adam`.
     pub(crate) fn new(names: Vec<String>, adam: &AdamW, clip: f32) -> Self {
-        let (b1, b2) = adam.betas;
-        let (eps, wd) = (adam.eps, adam.weight_decay);
-        let decay: Vec<bool> = names.iter().map(|n| wd > 0.0 && decays(n)).collect();
-        let n = names.len();
-        let traced =
-            move |xs: &[Array]| -> std::result::Result<Vec<Array>, mlx_rs::error::Exception> {
+        let variant = |norm_wanted: bool| -> CompiledFn {
+            let (b1, b2) = adam.betas;
+            let (eps, wd) = (adam.eps, adam.weight_decay);
+            let decay: Vec<bool> = names.iter().map(|n| wd > 0.0 && decays(n)).collect();
+            let n = names.len();
+            let traced = move |xs: &[Array]| -> std::result::Result<Vec<Array>, mlx_rs::error::Exception> {
                 let f = Array::from_f32;
                 let (p, rest) = xs.split_at(n);
                 let (g, rest) = rest.split_at(n);
@@ -202,15 +207,23 @@ impl FusedAdamW {
                     .iter()
                     .map(|g| g.multiply(inv))
                     .collect::<std::result::Result<_, _>>()?;
-                let norm = global_norm_lazy(&g)?;
-                let g = if clip > 0.0 {
-                    let scale =
-                        mlx_rs::ops::select(&norm.gt(f(clip))?, &f(clip).divide(&norm)?, f(1.0))?;
-                    g.iter()
-                        .map(|g| g.multiply(&scale))
-                        .collect::<std::result::Result<Vec<_>, _>>()?
+                let norm = if norm_wanted || clip > 0.0 {
+                    Some(global_norm_lazy(&g)?)
                 } else {
-                    g
+                    None
+                };
+                let g = match (&norm, clip > 0.0) {
+                    (Some(norm), true) => {
+                        let scale = mlx_rs::ops::select(
+                            &norm.gt(f(clip))?,
+                            &f(clip).divide(norm)?,
+                            f(1.0),
+                        )?;
+                        g.iter()
+                            .map(|g| g.multiply(&scale))
+                            .collect::<std::result::Result<Vec<_>, _>>()?
+                    }
+                    _ => g,
                 };
                 let mut new_p = Vec::with_capacity(n);
                 let mut new_m = Vec::with_capacity(n);
@@ -232,18 +245,22 @@ impl FusedAdamW {
                 let mut out = new_p;
                 out.extend(new_m);
                 out.extend(new_v);
-                out.push(norm);
+                out.extend(norm);
                 Ok(out)
             };
+            Box::new(mlx_rs::transforms::compile::compile(traced, false))
+        };
         Self {
+            with_norm: variant(true),
+            without_norm: variant(false),
             names,
-            f: Box::new(mlx_rs::transforms::compile::compile(traced, false)),
         }
     }
 
     /// Applies one step: `gsum` are the summed (not yet averaged)
     /// gradients, `inv` the reciprocal of the token count. Returns the new
-    /// parameters and the pre-clipping global gradient norm, both lazy.
+    /// parameters and, when `want_norm` or clipping is on, the pre-clipping
+    /// global gradient norm, all lazy.
     pub(crate) fn step(
         &mut self,
         adam: &mut AdamW,
@@ -251,7 +268,8 @@ impl FusedAdamW {
         gsum: &BTreeMap<String, Array>,
         inv: f32,
         lr: f32,
-    ) -> Result<(BTreeMap<String, Array>, Array)> {
+        want_norm: bool,
+    ) -> Result<(BTreeMap<String, Array>, Option<Array>)> {
         adam.t += 1;
         let (b1, b2) = adam.betas;
         let c1 = 1.0 - b1.powi(adam.t as i32);
@@ -284,10 +302,16 @@ impl FusedAdamW {
             }
         }
         xs.extend([inv, lr, c1, c2].map(Array::from_f32));
-        let mut out = (self.f)(&xs)?;
-        let norm = out.pop().ok_or_else(|| {
-            crate::error::Error::Unsupported("fused AdamW returned nothing".into())
-        })?;
+        let mut out = if want_norm {
+            (self.with_norm)(&xs)?
+        } else {
+            (self.without_norm)(&xs)?
+        };
+        let norm = if out.len() > 3 * n {
+            out.pop()
+        } else {
+            None
+        };
         let v = out.split_off(2 * n);
         let m = out.split_off(n);
         let mut new = BTreeMap::new();

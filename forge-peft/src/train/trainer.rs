@@ -48,6 +48,13 @@ pub struct TrainOptions {
     pub eps: f32,
     /// Clip the global gradient norm to this value (0 = off).
     pub clip_grad_norm: f32,
+    /// Without clipping, measure the global gradient norm (for the metrics
+    /// and the divergence guard) every N steps, from the first (0 = never;
+    /// `grad_norm` is then NaN in the metrics of the steps in between).
+    /// With clipping it is measured every step. On a GPU the norm is two
+    /// small kernels per trainable array, a measurable share of a LoRA
+    /// step on a small model.
+    pub grad_norm_every: usize,
     /// Validation every N steps (0 = never).
     pub eval_every: usize,
     /// Validation batches per evaluation.
@@ -99,6 +106,7 @@ impl Default for TrainOptions {
             beta2: 0.999,
             eps: 1e-8,
             clip_grad_norm: 1.0,
+            grad_norm_every: 1,
             eval_every: 0,
             eval_batches: 4,
             save_every: 0,
@@ -148,6 +156,8 @@ impl TrainOptions {
         with_weight_decay: weight_decay: f32,
         /// Gradient clipping (0 = off).
         with_clip_grad_norm: clip_grad_norm: f32,
+        /// Gradient-norm period without clipping (0 = never).
+        with_grad_norm_every: grad_norm_every: usize,
         /// Evaluation period.
         with_eval_every: eval_every: usize,
         /// Evaluation batches.
@@ -347,7 +357,8 @@ pub struct StepMetrics {
     pub loss: f32,
     /// Learning rate used.
     pub lr: f32,
-    /// Gradient norm before clipping.
+    /// Gradient norm before clipping (NaN on steps that did not measure it,
+    /// see [`TrainOptions::grad_norm_every`]).
     pub grad_norm: f32,
     /// Tokens counted in the loss in the step (padding and masked prompt
     /// tokens excluded; mlx-lm's `Tokens/sec` counts the same).
@@ -573,21 +584,27 @@ impl Trainer {
                 reason,
                 checkpoint: last_checkpoint.clone(),
             };
+            let want_norm = o.clip_grad_norm > 0.0
+                || (o.grad_norm_every > 0 && st.step.is_multiple_of(o.grad_norm_every));
             let fused_update = match (fused.as_mut(), &mut opt) {
                 (Some(fz), Opt::F32(adam)) if !gsum.is_empty() => {
                     let params = model.trainable_arrays();
                     let inv = (1.0 / ntok.max(1.0)) as f32;
-                    let (new, norm) = fz.step(adam, &params, &gsum, inv, lr)?;
+                    let (new, norm) = fz.step(adam, &params, &gsum, inv, lr, want_norm)?;
                     let mut ev: Vec<&Array> = new.values().collect();
                     ev.extend(adam.m.values());
                     ev.extend(adam.v.values());
-                    ev.push(&norm);
+                    ev.extend(norm.as_ref());
                     if let Some((nll, aux, _)) = &pending {
                         ev.push(nll);
                         ev.extend(aux.as_ref());
                     }
                     mlx_rs::transforms::eval(ev)?;
-                    Some((new, scalar(&norm)?))
+                    let norm = match &norm {
+                        Some(n) => scalar(n)?,
+                        None => f32::NAN,
+                    };
+                    Some((new, norm))
                 }
                 _ => None,
             };
@@ -606,7 +623,11 @@ impl Trainer {
                     for (k, v) in gsum {
                         grads.insert(k, v.multiply(&inv)?);
                     }
-                    let grad_norm = global_norm(&grads)?;
+                    let grad_norm = if want_norm {
+                        global_norm(&grads)?
+                    } else {
+                        f32::NAN
+                    };
                     if grad_norm.is_finite()
                         && o.clip_grad_norm > 0.0
                         && grad_norm > o.clip_grad_norm
@@ -621,7 +642,8 @@ impl Trainer {
                 }
             };
             // The new parameters are installed only after the guard passed.
-            if let Some(reason) = divergence(loss, grad_norm, st.ema, st.step, &o) {
+            let measured = want_norm.then_some(grad_norm);
+            if let Some(reason) = divergence(loss, measured, st.ema, st.step, &o) {
                 return Err(diverged(reason));
             }
             for (k, v) in &new {
@@ -658,10 +680,11 @@ impl Trainer {
 
 /// Why a step with this loss and gradient norm diverged, if it did: a
 /// non-finite loss, a loss spike above `spike_factor` times the running mean
-/// (after `spike_warmup` steps), or a non-finite gradient norm.
+/// (after `spike_warmup` steps), or a non-finite gradient norm (when it
+/// was measured).
 fn divergence(
     loss: f32,
-    grad_norm: f32,
+    grad_norm: Option<f32>,
     ema: Option<f64>,
     step: usize,
     o: &TrainOptions,
@@ -678,8 +701,10 @@ fn divergence(
             o.spike_factor
         ));
     }
-    if !grad_norm.is_finite() {
-        return Some(format!("the gradient norm is {grad_norm}"));
+    if let Some(g) = grad_norm
+        && !g.is_finite()
+    {
+        return Some(format!("the gradient norm is {g}"));
     }
     None
 }
