@@ -139,8 +139,9 @@ fn divergence_stops_and_keeps_the_last_good_checkpoint() {
             .with_spike_warmup(1)
             .with_spike_factor(factor)
             .with_output_dir(d.path());
+        let mut m = model();
         let e = Trainer::new(o)
-            .run(&mut model(), &train, &[], 0, None)
+            .run(&mut m, &train, &[], 0, None)
             .unwrap_err();
         let msg = e.to_string();
         println!("{name}: {msg}");
@@ -151,6 +152,16 @@ fn divergence_stops_and_keeps_the_last_good_checkpoint() {
             } => {
                 let ck = checkpoint.expect("a checkpoint before divergence");
                 assert!(ck.join("adapters.safetensors").exists());
+                // The diverged step was not applied: the model holds the
+                // last good step's adapters (also when the step after it
+                // was already queued, as the compiled trainer does).
+                let saved = mlx_rs::Array::load_safetensors(
+                    ck.join("adapters.safetensors"),
+                )
+                .expect("read the checkpoint");
+                for (k, v) in m.trainable_parameters() {
+                    assert_eq!(rel(&v, &saved[&k]), 0.0, "{name}: {k}");
+                }
                 assert!(
                     ck.ends_with(format!("step-{:06}", step - 1)),
                     "{}",

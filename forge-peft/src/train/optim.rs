@@ -257,23 +257,24 @@ impl FusedAdamW {
         }
     }
 
-    /// Applies one step: `gsum` are the summed (not yet averaged)
-    /// gradients, `inv` the reciprocal of the token count. Returns the new
-    /// parameters and, when `want_norm` or clipping is on, the pre-clipping
-    /// global gradient norm, all lazy.
+    /// One step from `adam`'s state: `gsum` are the summed (not yet
+    /// averaged) gradients, `inv` the reciprocal of the token count. Returns
+    /// the new parameters and moments and, when `want_norm` or clipping is
+    /// on, the pre-clipping global gradient norm, all lazy; `adam` is left
+    /// as it was ([`FusedStep::install`] applies the moments).
     pub(crate) fn step(
         &mut self,
-        adam: &mut AdamW,
+        adam: &AdamW,
         params: &BTreeMap<String, Array>,
         gsum: &BTreeMap<String, Array>,
         inv: f32,
         lr: f32,
         want_norm: bool,
-    ) -> Result<(BTreeMap<String, Array>, Option<Array>)> {
-        adam.t += 1;
+    ) -> Result<FusedStep> {
+        let t = adam.t + 1;
         let (b1, b2) = adam.betas;
-        let c1 = 1.0 - b1.powi(adam.t as i32);
-        let c2 = 1.0 - b2.powi(adam.t as i32);
+        let c1 = 1.0 - b1.powi(t as i32);
+        let c2 = 1.0 - b2.powi(t as i32);
         let n = self.names.len();
         let mut xs = Vec::with_capacity(4 * n + 4);
         for k in &self.names {
@@ -314,12 +315,56 @@ impl FusedAdamW {
         };
         let v = out.split_off(2 * n);
         let m = out.split_off(n);
-        let mut new = BTreeMap::new();
+        let mut step = FusedStep {
+            params: BTreeMap::new(),
+            m: BTreeMap::new(),
+            v: BTreeMap::new(),
+            t,
+            norm,
+        };
         for (((k, p), m), v) in self.names.iter().zip(out).zip(m).zip(v) {
-            adam.m.insert(k.clone(), m);
-            adam.v.insert(k.clone(), v);
-            new.insert(k.clone(), p);
+            step.m.insert(k.clone(), m);
+            step.v.insert(k.clone(), v);
+            step.params.insert(k.clone(), p);
         }
-        Ok((new, norm))
+        Ok(step)
     }
 }
+
+/// What one [`FusedAdamW::step`] computed (lazy arrays).
+pub(crate) struct FusedStep {
+    /// The new parameters.
+    pub(crate) params: BTreeMap<String, Array>,
+    /// The new first moments.
+    pub(crate) m: BTreeMap<String, Array>,
+    /// The new second moments.
+    pub(crate) v: BTreeMap<String, Array>,
+    /// The new step count.
+    pub(crate) t: u64,
+    /// The pre-clipping global gradient norm, when measured.
+    pub(crate) norm: Option<Array>,
+}
+
+impl FusedStep {
+    /// Every array of the step, for evaluation.
+    pub(crate) fn arrays(&self) -> impl Iterator<Item = &Array> {
+        self.params
+            .values()
+            .chain(self.m.values())
+            .chain(self.v.values())
+            .chain(self.norm.as_ref())
+    }
+
+    /// Makes the moments and step count `adam`'s, returning the previous
+    /// ones (to undo it).
+    pub(crate) fn install(&self, adam: &mut AdamW) -> AdamState {
+        let before = (adam.t, adam.m.clone(), adam.v.clone());
+        adam.t = self.t;
+        adam.m = self.m.clone();
+        adam.v = self.v.clone();
+        before
+    }
+}
+
+/// AdamW's step count and moments, to restore.
+pub(crate) type AdamState = (u64, BTreeMap<String, Array>, BTreeMap<String, Array>);

@@ -16,7 +16,9 @@ use crate::loss::{Batch, masked_nll_sum};
 use crate::save::{read_tensors, write_tensors};
 use crate::train::adam8bit::AdamW8bit;
 use crate::train::data::{Example, micro_batch};
-use crate::train::optim::{AdamW, FusedAdamW, Schedule, global_norm, learning_rate};
+use crate::train::optim::{
+    AdamState, AdamW, FusedAdamW, FusedStep, Schedule, global_norm, learning_rate,
+};
 use crate::train::trainable::{CompiledLossGrad, LossGrad, Trainable, loss_and_grad_aux};
 use crate::util::write_atomic;
 
@@ -534,7 +536,16 @@ impl Trainer {
         };
         let start_step = st.step;
         let t_run = Instant::now();
-        while st.step < o.steps && o.stop_after.is_none_or(|n| st.step - start_step < n) {
+        // With the compiled step and the fused update, step n+1 is queued on
+        // the device before step n's loss is read (see `InFlight`).
+        let mut in_flight: Option<InFlight> = None;
+        let mut last_done = Instant::now();
+        loop {
+            // The index of the step built now (one may still be in flight).
+            let idx = st.step + usize::from(in_flight.is_some());
+            if idx >= o.steps || o.stop_after.is_some_and(|n| idx - start_step >= n) {
+                break;
+            }
             let t0 = Instant::now();
             let mut gsum: BTreeMap<String, Array> = BTreeMap::new();
             let (mut loss_sum, mut ntok, mut tokens) = (0.0f64, 0.0f64, 0usize);
@@ -577,37 +588,79 @@ impl Trainer {
                     *aux_sum.get_or_insert(0.0) += f64::from(scalar(&aux)?) * f64::from(n);
                 }
             }
-            let lr = learning_rate(st.step, o.lr, o.min_lr, o.warmup, o.steps, o.schedule);
-            let step_no = st.step + 1;
-            let diverged = |reason: String| Error::Diverged {
-                step: step_no,
-                reason,
-                checkpoint: last_checkpoint.clone(),
-            };
+            let lr = learning_rate(idx, o.lr, o.min_lr, o.warmup, o.steps, o.schedule);
             let want_norm = o.clip_grad_norm > 0.0
-                || (o.grad_norm_every > 0 && st.step.is_multiple_of(o.grad_norm_every));
-            let fused_update = match (fused.as_mut(), &mut opt) {
-                (Some(fz), Opt::F32(adam)) if !gsum.is_empty() => {
-                    let params = model.trainable_arrays();
-                    let inv = (1.0 / ntok.max(1.0)) as f32;
-                    let (new, norm) = fz.step(adam, &params, &gsum, inv, lr, want_norm)?;
-                    let mut ev: Vec<&Array> = new.values().collect();
-                    ev.extend(adam.m.values());
-                    ev.extend(adam.v.values());
-                    ev.extend(norm.as_ref());
-                    if let Some((nll, aux, _)) = &pending {
-                        ev.push(nll);
-                        ev.extend(aux.as_ref());
-                    }
-                    mlx_rs::transforms::eval(ev)?;
-                    let norm = match &norm {
-                        Some(n) => scalar(n)?,
-                        None => f32::NAN,
-                    };
-                    Some((new, norm))
+                || (o.grad_norm_every > 0 && idx.is_multiple_of(o.grad_norm_every));
+            if let (Some(fz), Opt::F32(adam)) = (fused.as_mut(), &mut opt)
+                && !gsum.is_empty()
+            {
+                let params = model.trainable_arrays();
+                let inv = (1.0 / ntok.max(1.0)) as f32;
+                let update = fz.step(adam, &params, &gsum, inv, lr, want_norm)?;
+                let mut ev: Vec<&Array> = update.arrays().collect();
+                if let Some((nll, aux, _)) = &pending {
+                    ev.push(nll);
+                    ev.extend(aux.as_ref());
                 }
-                _ => None,
-            };
+                // Queue this step, then finish the previous one while the
+                // device runs it.
+                mlx_rs::transforms::async_eval(ev)?;
+                let step = InFlight {
+                    idx,
+                    update,
+                    before: params,
+                    adam_before: None,
+                    pending,
+                    loss_sum,
+                    aux_sum,
+                    ntok,
+                    tokens,
+                    lr,
+                    want_norm,
+                    micro_after: st.micro,
+                };
+                if let Some(prev) = in_flight.take() {
+                    self.land(
+                        prev,
+                        model,
+                        &o,
+                        valid,
+                        pad,
+                        &mut st,
+                        &mut opt,
+                        &mut last_checkpoint,
+                        &mut metrics_file,
+                        &mut report,
+                        (&mut last_done, t_run, start_step),
+                    )?;
+                }
+                let mut step = step;
+                if let Opt::F32(adam) = &mut opt {
+                    step.adam_before = Some(step.update.install(adam));
+                }
+                for (k, v) in &step.update.params {
+                    model.set_trainable_array(k, v)?;
+                }
+                in_flight = Some(step);
+                continue;
+            }
+            // Not fused (or a step without counted tokens): land a queued
+            // step first, so steps finish in order.
+            if let Some(prev) = in_flight.take() {
+                self.land(
+                    prev,
+                    model,
+                    &o,
+                    valid,
+                    pad,
+                    &mut st,
+                    &mut opt,
+                    &mut last_checkpoint,
+                    &mut metrics_file,
+                    &mut report,
+                    (&mut last_done, t_run, start_step),
+                )?;
+            }
             if let Some((nll, aux, n)) = pending.take() {
                 loss_sum += f64::from(scalar(&nll)?);
                 if let Some(aux) = aux {
@@ -615,36 +668,32 @@ impl Trainer {
                 }
             }
             let loss = (loss_sum / ntok.max(1.0)) as f32;
-            let (new, grad_norm) = match fused_update {
-                Some(done) => done,
-                None => {
-                    let inv = Array::from_f32((1.0 / ntok.max(1.0)) as f32);
-                    let mut grads = BTreeMap::new();
-                    for (k, v) in gsum {
-                        grads.insert(k, v.multiply(&inv)?);
-                    }
-                    let grad_norm = if want_norm {
-                        global_norm(&grads)?
-                    } else {
-                        f32::NAN
-                    };
-                    if grad_norm.is_finite()
-                        && o.clip_grad_norm > 0.0
-                        && grad_norm > o.clip_grad_norm
-                    {
-                        let s = Array::from_f32(o.clip_grad_norm / grad_norm);
-                        for v in grads.values_mut() {
-                            *v = v.multiply(&s)?;
-                        }
-                    }
-                    let params = model.trainable_arrays();
-                    (opt.step(&params, &grads, lr)?, grad_norm)
-                }
+            let inv = Array::from_f32((1.0 / ntok.max(1.0)) as f32);
+            let mut grads = BTreeMap::new();
+            for (k, v) in gsum {
+                grads.insert(k, v.multiply(&inv)?);
+            }
+            let grad_norm = if want_norm {
+                global_norm(&grads)?
+            } else {
+                f32::NAN
             };
+            if grad_norm.is_finite() && o.clip_grad_norm > 0.0 && grad_norm > o.clip_grad_norm {
+                let s = Array::from_f32(o.clip_grad_norm / grad_norm);
+                for v in grads.values_mut() {
+                    *v = v.multiply(&s)?;
+                }
+            }
+            let params = model.trainable_arrays();
+            let new = opt.step(&params, &grads, lr)?;
             // The new parameters are installed only after the guard passed.
             let measured = want_norm.then_some(grad_norm);
             if let Some(reason) = divergence(loss, measured, st.ema, st.step, &o) {
-                return Err(diverged(reason));
+                return Err(Error::Diverged {
+                    step: idx + 1,
+                    reason,
+                    checkpoint: last_checkpoint.clone(),
+                });
             }
             for (k, v) in &new {
                 model.set_trainable_array(k, v)?;
@@ -669,6 +718,22 @@ impl Trainer {
                     tokens,
                     aux: aux_sum.map(|a| (a / ntok.max(1.0)) as f32),
                 },
+            )?;
+            last_done = Instant::now();
+        }
+        if let Some(prev) = in_flight.take() {
+            self.land(
+                prev,
+                model,
+                &o,
+                valid,
+                pad,
+                &mut st,
+                &mut opt,
+                &mut last_checkpoint,
+                &mut metrics_file,
+                &mut report,
+                (&mut last_done, t_run, start_step),
             )?;
         }
         Ok(TrainReport {
@@ -709,6 +774,34 @@ fn divergence(
     None
 }
 
+/// A compiled, fused step that was queued on the device (`async_eval`) and
+/// whose parameters are installed, but whose loss was not read yet.
+///
+/// MLX's host-side work for a step (building and dispatching a few
+/// thousand operations) is a large share of a GPU step; reading step n's
+/// loss before building step n+1 leaves the device idle for all of it. So
+/// step n+1 is built from step n's (lazy) parameters and queued first, and
+/// step n is landed after: loss and norm read, the divergence guard, the
+/// metrics, evaluation and checkpoint. A diverged step is undone (its
+/// parameters and the optimizer's moments restored) and the queued next
+/// step is dropped, so the guard's contract is the same as unpipelined.
+struct InFlight {
+    idx: usize,
+    update: FusedStep,
+    before: BTreeMap<String, Array>,
+    adam_before: Option<AdamState>,
+    pending: Option<(Array, Option<Array>, f32)>,
+    loss_sum: f64,
+    aux_sum: Option<f64>,
+    ntok: f64,
+    tokens: usize,
+    lr: f32,
+    want_norm: bool,
+    /// The micro-batch counter after this step's batches (what its
+    /// checkpoint must record, although the next step's batches are drawn).
+    micro_after: u64,
+}
+
 /// What one optimizer step produced, for [`Trainer::finish_step`].
 struct StepDone {
     t0: Instant,
@@ -725,6 +818,93 @@ struct StepDone {
 type MetricsFile = Option<(std::fs::File, PathBuf)>;
 
 impl Trainer {
+    /// Finishes an [`InFlight`] step: reads its loss and norm, applies the
+    /// divergence guard (undoing the step on failure), then the usual
+    /// bookkeeping with the counters the step ended with.
+    #[allow(clippy::too_many_arguments)]
+    fn land<M: Trainable + ?Sized>(
+        &mut self,
+        step: InFlight,
+        model: &mut M,
+        o: &TrainOptions,
+        valid: &[Example],
+        pad: u32,
+        st: &mut State,
+        opt: &mut Opt,
+        last_checkpoint: &mut Option<PathBuf>,
+        metrics_file: &mut MetricsFile,
+        report: &mut Vec<StepMetrics>,
+        (last_done, t_run, start_step): (&mut Instant, Instant, usize),
+    ) -> Result<()> {
+        let InFlight {
+            idx,
+            update,
+            before,
+            adam_before,
+            pending,
+            mut loss_sum,
+            mut aux_sum,
+            ntok,
+            tokens,
+            lr,
+            want_norm,
+            micro_after,
+        } = step;
+        if let Some((nll, aux, n)) = pending {
+            loss_sum += f64::from(scalar(&nll)?);
+            if let Some(aux) = aux {
+                *aux_sum.get_or_insert(0.0) += f64::from(scalar(&aux)?) * f64::from(n);
+            }
+        }
+        let loss = (loss_sum / ntok.max(1.0)) as f32;
+        let grad_norm = match &update.norm {
+            Some(n) => scalar(n)?,
+            None => f32::NAN,
+        };
+        if let Some(reason) = divergence(loss, want_norm.then_some(grad_norm), st.ema, idx, o) {
+            for (k, v) in &before {
+                model.set_trainable_array(k, v)?;
+            }
+            if let (Opt::F32(adam), Some((t, m, v))) = (opt, adam_before) {
+                adam.t = t;
+                adam.m = m;
+                adam.v = v;
+            }
+            return Err(Error::Diverged {
+                step: idx + 1,
+                reason,
+                checkpoint: last_checkpoint.clone(),
+            });
+        }
+        // The model holds this step's parameters and the optimizer its
+        // moments; only the micro-batch counter has moved on.
+        let micro_now = std::mem::replace(&mut st.micro, micro_after);
+        let done = self.finish_step(
+            model,
+            o,
+            valid,
+            pad,
+            st,
+            opt,
+            last_checkpoint,
+            metrics_file,
+            report,
+            StepDone {
+                t0: *last_done,
+                t_run,
+                start_step,
+                loss,
+                lr,
+                grad_norm,
+                tokens,
+                aux: aux_sum.map(|a| (a / ntok.max(1.0)) as f32),
+            },
+        );
+        st.micro = micro_now;
+        *last_done = Instant::now();
+        done
+    }
+
     /// Bookkeeping after the parameters of a step were updated: state,
     /// metrics, evaluation, the metrics line, the checkpoint, the callback.
     #[allow(clippy::too_many_arguments)]
