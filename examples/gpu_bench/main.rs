@@ -96,6 +96,9 @@ enum Cmd {
         /// Do not compile the training step (`compile = false`)
         #[arg(long)]
         eager: bool,
+        /// One step at a time (`overlap_steps = false`)
+        #[arg(long)]
+        no_overlap: bool,
     },
     /// PiSSA initialisation of every projection (rank 8): randomized SVD
     /// (`--niter`) or, with `--full`, the full SVD
@@ -219,6 +222,7 @@ fn data(out: &Path, n: usize, seq: usize) -> Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn train(
     shape: Shape,
     data: &Path,
@@ -227,6 +231,7 @@ fn train(
     dtype: Dtype,
     ckpt: bool,
     compile: bool,
+    overlap: bool,
 ) -> Result<()> {
     let seqs: Vec<Vec<u32>> =
         serde_json::from_slice(&std::fs::read(data).with_context(|| data.display().to_string())?)
@@ -263,7 +268,8 @@ fn train(
         // is not measured.
         .with_grad_norm_every(0)
         .with_grad_checkpoint(ckpt)
-        .with_compile(compile);
+        .with_compile(compile)
+        .with_overlap_steps(overlap);
     let per_step = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
     let sink = per_step.clone();
     mlx_rs::memory::reset_peak_memory()?;
@@ -289,7 +295,7 @@ fn train(
         json!({
             "tool": "forge", "task": "train", "shape": format!("{shape:?}").to_lowercase(),
             "device": device_name(), "dtype": format!("{dtype:?}"), "batch": batch, "seq": seq,
-            "steps": steps, "checkpoint": ckpt, "compiled": compile, "tokens_per_s": median(tps),
+            "steps": steps, "checkpoint": ckpt, "compiled": compile, "overlap_steps": overlap, "tokens_per_s": median(tps),
             "peak_memory_gib": peak as f64 / (1u64 << 30) as f64,
             "final_loss": report.steps.last().map(|m| m.loss), "wall_s": wall,
         })
@@ -379,7 +385,17 @@ fn main() -> Result<()> {
             dtype,
             checkpoint,
             eager,
-        } => train(shape, &d, batch, steps, dtype.dtype(), checkpoint, !eager),
+            no_overlap,
+        } => train(
+            shape,
+            &d,
+            batch,
+            steps,
+            dtype.dtype(),
+            checkpoint,
+            !eager,
+            !no_overlap,
+        ),
         Cmd::Pissa { shape, niter, full } => pissa(shape, niter, full),
         Cmd::Generate {
             shape,

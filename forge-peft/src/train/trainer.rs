@@ -81,6 +81,12 @@ pub struct TrainOptions {
     /// adapters (with gradient averaging and clipping) is one fused
     /// function. Same results as uncompiled to float rounding.
     pub compile: bool,
+    /// With the compiled step and AdamW: queue step n+1 on the device
+    /// before landing step n (reading its loss, the guard, metrics,
+    /// checkpoint), so the host's work for a step overlaps the device's.
+    /// Same results; costs up to one more step's activations in memory
+    /// while two steps are in flight. Off: one step at a time.
+    pub overlap_steps: bool,
     /// The dtype the base model computes in when `forge train` / the
     /// pipeline load it: `auto` (bf16 on a GPU, as stored on the CPU),
     /// `f32`, `bf16` or `f16`. Adapters and optimizer state stay f32.
@@ -118,6 +124,7 @@ impl Default for TrainOptions {
             optimizer: OptimizerKind::AdamW,
             grad_checkpoint: false,
             compile: true,
+            overlap_steps: true,
             compute_dtype: ComputeDtype::Auto,
             output_dir: None,
             stop_after: None,
@@ -178,6 +185,8 @@ impl TrainOptions {
         with_grad_checkpoint: grad_checkpoint: bool,
         /// Compiled training step.
         with_compile: compile: bool,
+        /// Overlap consecutive compiled steps.
+        with_overlap_steps: overlap_steps: bool,
         /// Base model compute dtype.
         with_compute_dtype: compute_dtype: ComputeDtype,
     }
@@ -641,7 +650,23 @@ impl Trainer {
                 for (k, v) in &step.update.params {
                     model.set_trainable_array(k, v)?;
                 }
-                in_flight = Some(step);
+                if o.overlap_steps {
+                    in_flight = Some(step);
+                } else {
+                    self.land(
+                        step,
+                        model,
+                        &o,
+                        valid,
+                        pad,
+                        &mut st,
+                        &mut opt,
+                        &mut last_checkpoint,
+                        &mut metrics_file,
+                        &mut report,
+                        (&mut last_done, t_run, start_step),
+                    )?;
+                }
                 continue;
             }
             // Not fused (or a step without counted tokens): land a queued
