@@ -96,9 +96,9 @@ enum Cmd {
         /// Do not compile the training step (`compile = false`)
         #[arg(long)]
         eager: bool,
-        /// One step at a time (`overlap_steps = false`)
+        /// Queue step n+1 before landing step n (`overlap_steps = true`)
         #[arg(long)]
-        no_overlap: bool,
+        overlap: bool,
     },
     /// PiSSA initialisation of every projection (rank 8): randomized SVD
     /// (`--niter`) or, with `--full`, the full SVD
@@ -385,7 +385,7 @@ fn main() -> Result<()> {
             dtype,
             checkpoint,
             eager,
-            no_overlap,
+            overlap,
         } => train(
             shape,
             &d,
@@ -394,7 +394,7 @@ fn main() -> Result<()> {
             dtype.dtype(),
             checkpoint,
             !eager,
-            !no_overlap,
+            overlap,
         ),
         Cmd::Pissa { shape, niter, full } => pissa(shape, niter, full),
         Cmd::Generate {

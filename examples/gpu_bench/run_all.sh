@@ -20,7 +20,7 @@ peer_direct() { echo "+ MLX_USE_CUDA_GRAPHS=0 $*" >&2
 for spec in "smollm2 4" "llama1b 8"; do
   set -- $spec
   run gpu_bench --device gpu train --shape "$1" --batch "$2" --data "$data" --steps "$steps"
-  run gpu_bench --device gpu train --shape "$1" --batch "$2" --data "$data" --steps "$steps" --no-overlap
+  run gpu_bench --device gpu train --shape "$1" --batch "$2" --data "$data" --steps "$steps" --overlap
   run python3 "$here/mlx_lm_train.py" --shape "$1" --batch "$2" --data "$data" --steps "$steps"
   peer_direct python3 "$here/mlx_lm_train.py" --shape "$1" --batch "$2" --data "$data" --steps "$steps"
   run python3 "$here/peft_train.py" --shape "$1" --batch "$2" --data "$data" --steps "$steps"

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use exec_support::{processes_mentioning, sandbox_dirs};
 use forge_judge::{
-    Isolation, Lang, NetworkIsolation, Outcome, Problem, ProcessIsolation, Runner, SampleResult,
-    TimeLimit, isolation,
+    Isolation, Lang, NetworkIsolation, Outcome, Problem, ProcessIsolation, ProcessLimit, Runner,
+    SampleResult, TimeLimit, isolation,
 };
 
 /// The tests of this file run one at a time so the leftover checks see only their own runs.
@@ -119,6 +119,18 @@ fn attack(runner: &Runner, ctx: &Ctx, name: &str, code: &str) -> SampleResult {
     r
 }
 
+/// A machine where the sandbox cannot cap processes (root without a writable pids cgroup,
+/// where the kernel ignores `RLIMIT_NPROC`) fails here, before a fork bomb runs: uncapped,
+/// it fills the process table and breaks everything else on the machine (seen on a GPU
+/// machine, where every later test binary then failed to start its threads).
+fn refuse_uncapped_fork_bombs(iso: &Isolation) {
+    assert!(
+        iso.process_limit != ProcessLimit::None,
+        "this machine cannot cap a sample's processes ({iso}); the fork-bomb samples are \
+         not run (they would exhaust the process table)"
+    );
+}
+
 fn runner(lang: Lang) -> Runner {
     Runner::new(lang)
         .expect("toolchain")
@@ -156,6 +168,7 @@ fn python_attacks(iso: Isolation) {
         r.run.wall_ms
     );
 
+    refuse_uncapped_fork_bombs(&iso);
     let r = attack(
         &py,
         &ctx,
@@ -284,6 +297,7 @@ fn rust_hostile_samples_are_contained() {
     );
     assert!(timed_out(&r), "{r:?}");
 
+    refuse_uncapped_fork_bombs(isolation());
     let r = attack(
         &rs,
         &ctx,

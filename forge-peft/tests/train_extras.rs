@@ -356,6 +356,11 @@ fn checkpointing_lowers_peak_memory() {
     .expect("peft");
     let b = batch(4, 256, 512, 2);
     let mut peak = |ck: bool| {
+        // Wait until the device has finished (and released the temporaries
+        // of) earlier work: with MLX's direct CUDA launches buffers are freed
+        // asynchronously, after `eval` returns.
+        // SAFETY: no arguments; synchronises MLX's default stream.
+        unsafe { mlx_sys::mlx_synchronize_default() };
         mlx_rs::memory::clear_cache().expect("clear");
         mlx_rs::memory::reset_peak_memory().expect("reset");
         let base = mlx_rs::memory::active_memory().expect("active");
@@ -363,7 +368,9 @@ fn checkpointing_lowers_peak_memory() {
         let mut all: Vec<&mlx_rs::Array> = g.values().collect();
         all.push(&l);
         mlx_rs::transforms::eval(all).expect("eval");
-        mlx_rs::memory::peak_memory().expect("peak") - base
+        let peak = mlx_rs::memory::peak_memory().expect("peak");
+        peak.checked_sub(base)
+            .unwrap_or_else(|| panic!("peak {peak} below the memory in use before ({base})"))
     };
     let plain = peak(false);
     let ck = peak(true);

@@ -128,7 +128,10 @@ fn divergence_stops_and_keeps_the_last_good_checkpoint() {
     let train = examples(12, 3);
     // A spike (loss above 1.01x its running mean) and a blow-up to inf/NaN.
     let cases = [("spike", 1e-1f32, 1.01f32), ("nan", 1e30, 1e9)];
-    for (name, lr, factor) in cases {
+    for ((name, lr, factor), overlap) in cases
+        .into_iter()
+        .flat_map(|c| [(c, false), (c, true)])
+    {
         let d = tempfile::tempdir().expect("tmp");
         let o = TrainOptions::new(50)
             .with_batch_size(2)
@@ -138,6 +141,7 @@ fn divergence_stops_and_keeps_the_last_good_checkpoint() {
             .with_save_every(1)
             .with_spike_warmup(1)
             .with_spike_factor(factor)
+            .with_overlap_steps(overlap)
             .with_output_dir(d.path());
         let mut m = model();
         let e = Trainer::new(o)

@@ -381,6 +381,11 @@ built="$(head -n1 "$here/tests/manifest.tsv")"
 if [ ! -e "$built" ] && [ -n "${FORGE_SRC:-}" ]; then
   mkdir -p "$(dirname "$built")" && ln -sfn "$FORGE_SRC" "$built"
 fi
+# Without cargo, insta cannot ask `cargo metadata` for the workspace and
+# looked for snapshots under a doubled path (forge-judge/forge-judge/...).
+export INSTA_WORKSPACE_ROOT="${INSTA_WORKSPACE_ROOT:-$built}"
+# The launch mode Forge's binaries pick on CUDA (forge_mlx::select_device).
+export MLX_USE_CUDA_GRAPHS="${MLX_USE_CUDA_GRAPHS:-0}"
 while IFS=$'\t' read -r name pkg; do
   t="$here/tests/$name"
   [ -x "$t" ] || continue

@@ -83,9 +83,11 @@ pub struct TrainOptions {
     pub compile: bool,
     /// With the compiled step and AdamW: queue step n+1 on the device
     /// before landing step n (reading its loss, the guard, metrics,
-    /// checkpoint), so the host's work for a step overlaps the device's.
-    /// Same results; costs up to one more step's activations in memory
-    /// while two steps are in flight. Off: one step at a time.
+    /// checkpoint), so the host's work for a step can overlap the device's.
+    /// Same results. Off by default: on an H200 with MLX's direct CUDA
+    /// launches it gained nothing on a Llama-1B-like step (the host already
+    /// runs ahead of the device) and lost 40 % on SmolLM2-135M
+    /// (docs/benchmarks.md).
     pub overlap_steps: bool,
     /// The dtype the base model computes in when `forge train` / the
     /// pipeline load it: `auto` (bf16 on a GPU, as stored on the CPU),
@@ -124,7 +126,7 @@ impl Default for TrainOptions {
             optimizer: OptimizerKind::AdamW,
             grad_checkpoint: false,
             compile: true,
-            overlap_steps: true,
+            overlap_steps: false,
             compute_dtype: ComputeDtype::Auto,
             output_dir: None,
             stop_after: None,
