@@ -373,6 +373,10 @@ fn generate(shape: Shape, prompt: usize, tokens: usize, dtype: Dtype) -> Result<
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let choice: DeviceChoice = cli.device.parse()?;
+    if matches!(cli.command, Cmd::Train { .. }) {
+        // Training: direct CUDA launches; generation keeps CUDA graphs.
+        forge_core::mlx::prefer_direct_cuda_launches();
+    }
     select_device(choice)?;
     eprintln!("gpu_bench: device {}", device_name());
     match cli.command {

@@ -108,9 +108,6 @@ pub fn select(choice: DeviceChoice) -> Result<DeviceType> {
             ));
         }
     };
-    if matches!(kind, DeviceType::Gpu) && gpu == Some(GpuBackend::Cuda) {
-        prefer_direct_cuda_launches();
-    }
     Device::set_default(&Device::new(kind, 0));
     Ok(kind)
 }
@@ -121,32 +118,47 @@ pub fn select(choice: DeviceChoice) -> Result<DeviceType> {
 pub const CUDA_GRAPHS_ENV: &str = "MLX_USE_CUDA_GRAPHS";
 
 /// Makes MLX's CUDA backend launch kernels directly instead of recording
-/// them into CUDA graphs, unless the user set [`CUDA_GRAPHS_ENV`].
+/// them into CUDA graphs, unless the user set [`CUDA_GRAPHS_ENV`]. For
+/// processes that train; call it before MLX's first GPU operation (the
+/// variable is read once per process), e.g. first thing in `main`.
 ///
 /// MLX 0.32 records every 100 operations into a CUDA graph and re-creates
 /// the executable graph whenever the recorded one cannot be updated in
 /// place, which a LoRA training step's graphs (cuBLAS calls captured as
 /// child graphs) mostly cannot. Traced on an H200 (`examples/gpu_bench/
-/// kernel_trace`), a SmolLM2-135M step spent ~44 ms of its ~114 ms on the
-/// host in `cudaGraphInstantiate`, `cudaGraphLaunch` and
+/// kernel_trace`), a SmolLM2-135M training step spent ~44 ms of its
+/// ~114 ms on the host in `cudaGraphInstantiate`, `cudaGraphLaunch` and
 /// `cudaGraphExecDestroy` while the GPU idled; with direct launches the
-/// same step ran 2.1× faster, and the Llama-1B-like step 1.2× faster
-/// (docs/benchmarks.md).
-///
-/// Called by [`select`] before MLX's first GPU operation; the variable is
-/// read once per process, so setting it later has no effect.
+/// same step ran 2.1× faster and the Llama-1B-like step 1.2× faster.
+/// Token-by-token decoding is the opposite case — the same small graph
+/// every token, updated in place — and decoded 0.67–0.8× as fast with
+/// direct launches, so generation keeps MLX's default (docs/benchmarks.md).
 pub fn prefer_direct_cuda_launches() {
     if std::env::var_os(CUDA_GRAPHS_ENV).is_none() {
-        // SAFETY: `select` runs at start-up, before Forge starts threads;
-        // nothing else in the process reads or writes the environment
-        // concurrently at that point (MLX reads this variable later, on the
-        // thread that runs the first GPU operation).
+        // SAFETY: called at start-up, before the process starts threads
+        // (see above); nothing reads or writes the environment concurrently
+        // then (MLX reads this variable later, at its first GPU operation).
         unsafe { std::env::set_var(CUDA_GRAPHS_ENV, "0") };
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn direct_launches_are_asked_for_only_when_the_user_did_not_choose() {
+        // SAFETY: MLX tests run one at a time (`--test-threads=1`); nothing
+        // else touches this variable in this test binary.
+        unsafe { std::env::set_var(CUDA_GRAPHS_ENV, "1") };
+        prefer_direct_cuda_launches();
+        assert_eq!(std::env::var(CUDA_GRAPHS_ENV).as_deref(), Ok("1"));
+        // SAFETY: as above.
+        unsafe { std::env::remove_var(CUDA_GRAPHS_ENV) };
+        prefer_direct_cuda_launches();
+        assert_eq!(std::env::var(CUDA_GRAPHS_ENV).as_deref(), Ok("0"));
+        // SAFETY: as above.
+        unsafe { std::env::remove_var(CUDA_GRAPHS_ENV) };
+    }
+
     use super::*;
 
     #[test]

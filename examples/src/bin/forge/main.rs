@@ -89,6 +89,15 @@ fn main() -> ExitCode {
         .with_max_level(level)
         .with_writer(std::io::stderr)
         .init();
+    if matches!(
+        cli.command,
+        Command::Train(_) | Command::Run(_) | Command::Watch(_) | Command::Demo { .. }
+    ) {
+        // Commands that train: direct CUDA launches (MLX's CUDA graphs cost
+        // a training step more host time than they save); generation and
+        // serving keep MLX's default.
+        forge_core::mlx::prefer_direct_cuda_launches();
+    }
     let device = cli
         .device
         .parse::<forge_core::mlx::DeviceChoice>()
