@@ -176,8 +176,7 @@ impl AdaptedLinear {
         let y = match &adapter.magnitude {
             None => return self.add_bias(low_rank(&self.base, x, adapter)?),
             Some(m) => {
-                let y = low_rank_forward(&self.base, x, &adapter.a, &adapter.b, adapter.scale)?
-                    .0;
+                let y = low_rank_forward(&self.base, x, &adapter.a, &adapter.b, adapter.scale)?.0;
                 let norm = dora::row_norms(&self.base.dense()?.add(adapter.delta()?)?)?;
                 let norm = if adapter.detach_norm {
                     mlx_rs::stop_gradient(&norm)?
@@ -284,9 +283,7 @@ fn low_rank(base: &BaseWeight, x: &Array, ad: &Adapter) -> Result<Array> {
         // promotion in `x·Aᵀ`, which compilation then computes once.
         let xc = same_dtype(x.clone(), du.dtype())?.reshape(&[-1, d_in])?;
         let da = du.t().matmul(&xc)?;
-        let dx = base
-            .matmul(dy)?
-            .add(du.matmul(a)?.reshape(x.shape())?)?;
+        let dx = base.matmul(dy)?.add(du.matmul(a)?.reshape(x.shape())?)?;
         Ok(vec![
             same_dtype(dx, x.dtype())?,
             same_dtype(da, a.dtype())?,

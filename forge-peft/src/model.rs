@@ -774,8 +774,10 @@ fn attention(q: &Array, k: &Array, v: &Array, c: BlockCtx) -> Result<Array> {
             if rep == 1 {
                 return Ok(t.clone());
             }
-            Ok(mlx_rs::ops::broadcast_to(t.expand_dims(2)?, &[b, c.nkv, rep, l, hd])?
-                .reshape(&[b, c.nh, l, hd])?)
+            Ok(
+                mlx_rs::ops::broadcast_to(t.expand_dims(2)?, &[b, c.nkv, rep, l, hd])?
+                    .reshape(&[b, c.nh, l, hd])?,
+            )
         };
         let fold = |t: Array| -> Result<Array> {
             if rep == 1 {
@@ -841,11 +843,10 @@ mod tests {
     fn reference(q: &Array, k: &Array, v: &Array, c: BlockCtx) -> Result<Array> {
         let rep = c.nh / c.nkv;
         let grow = |t: &Array| -> Result<Array> {
-            Ok(mlx_rs::ops::broadcast_to(
-                t.expand_dims(2)?,
-                &[c.bsz, c.nkv, rep, c.len, c.hd],
-            )?
-            .reshape(&[c.bsz, c.nh, c.len, c.hd])?)
+            Ok(
+                mlx_rs::ops::broadcast_to(t.expand_dims(2)?, &[c.bsz, c.nkv, rep, c.len, c.hd])?
+                    .reshape(&[c.bsz, c.nh, c.len, c.hd])?,
+            )
         };
         let s = q
             .matmul(grow(k)?.swap_axes(-1, -2)?)?
@@ -872,12 +873,20 @@ mod tests {
             let v = data(&[2, nkv, 7, 8], 3);
             let cot = data(&[2, nh, 7, 8], 4);
             let ours = mlx_rs::transforms::fallible_vjp(
-                |x: &[Array]| attention(&x[0], &x[1], &x[2], c).map(|y| vec![y]).map_err(to_exc),
+                |x: &[Array]| {
+                    attention(&x[0], &x[1], &x[2], c)
+                        .map(|y| vec![y])
+                        .map_err(to_exc)
+                },
                 &[q.clone(), k.clone(), v.clone()],
                 std::slice::from_ref(&cot),
             )?;
             let theirs = mlx_rs::transforms::fallible_vjp(
-                |x: &[Array]| reference(&x[0], &x[1], &x[2], c).map(|y| vec![y]).map_err(to_exc),
+                |x: &[Array]| {
+                    reference(&x[0], &x[1], &x[2], c)
+                        .map(|y| vec![y])
+                        .map_err(to_exc)
+                },
                 &[q, k, v],
                 &[cot],
             )?;
@@ -886,7 +895,10 @@ mod tests {
                 let m = b.abs()?.max(None)?.item_cast::<f32>();
                 Ok(d / m)
             };
-            assert!(close(&ours.0[0], &theirs.0[0])? < 1e-5, "forward {nh}/{nkv}");
+            assert!(
+                close(&ours.0[0], &theirs.0[0])? < 1e-5,
+                "forward {nh}/{nkv}"
+            );
             for (i, name) in ["dq", "dk", "dv"].iter().enumerate() {
                 let e = close(&ours.1[i], &theirs.1[i])?;
                 assert!(e < 1e-5, "{name} heads {nh}/{nkv}: relative error {e:.2e}");

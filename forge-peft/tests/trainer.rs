@@ -128,10 +128,7 @@ fn divergence_stops_and_keeps_the_last_good_checkpoint() {
     let train = examples(12, 3);
     // A spike (loss above 1.01x its running mean) and a blow-up to inf/NaN.
     let cases = [("spike", 1e-1f32, 1.01f32), ("nan", 1e30, 1e9)];
-    for ((name, lr, factor), overlap) in cases
-        .into_iter()
-        .flat_map(|c| [(c, false), (c, true)])
-    {
+    for ((name, lr, factor), overlap) in cases.into_iter().flat_map(|c| [(c, false), (c, true)]) {
         let d = tempfile::tempdir().expect("tmp");
         let o = TrainOptions::new(50)
             .with_batch_size(2)
@@ -159,10 +156,8 @@ fn divergence_stops_and_keeps_the_last_good_checkpoint() {
                 // The diverged step was not applied: the model holds the
                 // last good step's adapters (also when the step after it
                 // was already queued, as the compiled trainer does).
-                let saved = mlx_rs::Array::load_safetensors(
-                    ck.join("adapters.safetensors"),
-                )
-                .expect("read the checkpoint");
+                let saved = mlx_rs::Array::load_safetensors(ck.join("adapters.safetensors"))
+                    .expect("read the checkpoint");
                 for (k, v) in m.trainable_parameters() {
                     assert_eq!(rel(&v, &saved[&k]), 0.0, "{name}: {k}");
                 }
@@ -376,19 +371,35 @@ fn skipping_the_gradient_norm_changes_nothing_else() {
             })
             .collect();
         let (base, base_params) = &runs[0];
-        assert!(base.steps.iter().all(|s| s.grad_norm.is_finite() && s.grad_norm > 0.0));
+        assert!(
+            base.steps
+                .iter()
+                .all(|s| s.grad_norm.is_finite() && s.grad_norm > 0.0)
+        );
         for (every, (r, params)) in [2, 0].into_iter().zip(&runs[1..]) {
             for (i, (x, y)) in base.steps.iter().zip(&r.steps).enumerate() {
-                assert_eq!(x.loss.to_bits(), y.loss.to_bits(), "compile {compile}, every {every}, step {i}");
+                assert_eq!(
+                    x.loss.to_bits(),
+                    y.loss.to_bits(),
+                    "compile {compile}, every {every}, step {i}"
+                );
                 let measured = every > 0 && i % every == 0;
                 if measured {
                     assert_eq!(x.grad_norm.to_bits(), y.grad_norm.to_bits(), "step {i}");
                 } else {
-                    assert!(y.grad_norm.is_nan(), "every {every}, step {i}: {}", y.grad_norm);
+                    assert!(
+                        y.grad_norm.is_nan(),
+                        "every {every}, step {i}: {}",
+                        y.grad_norm
+                    );
                 }
             }
             for (k, v) in base_params {
-                assert_eq!(rel(v, &params[k]), 0.0, "compile {compile}, every {every}: {k}");
+                assert_eq!(
+                    rel(v, &params[k]),
+                    0.0,
+                    "compile {compile}, every {every}: {k}"
+                );
             }
         }
     }
@@ -416,7 +427,12 @@ fn overlapped_steps_equal_one_at_a_time() {
     assert_eq!(ra.steps.len(), rb.steps.len());
     for (x, y) in ra.steps.iter().zip(&rb.steps) {
         assert_eq!(x.loss.to_bits(), y.loss.to_bits(), "step {}", x.step);
-        assert_eq!(x.grad_norm.to_bits(), y.grad_norm.to_bits(), "step {}", x.step);
+        assert_eq!(
+            x.grad_norm.to_bits(),
+            y.grad_norm.to_bits(),
+            "step {}",
+            x.step
+        );
         assert_eq!(x.val_loss.map(f32::to_bits), y.val_loss.map(f32::to_bits));
     }
     for (k, v) in pa {
@@ -426,7 +442,11 @@ fn overlapped_steps_equal_one_at_a_time() {
         let ck = |d: &tempfile::TempDir, f: &str| {
             std::fs::read(d.path().join(format!("checkpoints/step-{step:06}/{f}"))).expect(f)
         };
-        for f in ["adapters.safetensors", "optimizer.safetensors", "state.json"] {
+        for f in [
+            "adapters.safetensors",
+            "optimizer.safetensors",
+            "state.json",
+        ] {
             assert!(ck(da, f) == ck(db, f), "checkpoint {step}: {f} differs");
         }
     }

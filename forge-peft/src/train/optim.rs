@@ -196,58 +196,59 @@ impl FusedAdamW {
             let (eps, wd) = (adam.eps, adam.weight_decay);
             let decay: Vec<bool> = names.iter().map(|n| wd > 0.0 && decays(n)).collect();
             let n = names.len();
-            let traced = move |xs: &[Array]| -> std::result::Result<Vec<Array>, mlx_rs::error::Exception> {
-                let f = Array::from_f32;
-                let (p, rest) = xs.split_at(n);
-                let (g, rest) = rest.split_at(n);
-                let (m0, rest) = rest.split_at(n);
-                let (v0, s) = rest.split_at(n);
-                let (inv, lr, c1, c2) = (&s[0], &s[1], &s[2], &s[3]);
-                let g: Vec<Array> = g
-                    .iter()
-                    .map(|g| g.multiply(inv))
-                    .collect::<std::result::Result<_, _>>()?;
-                let norm = if norm_wanted || clip > 0.0 {
-                    Some(global_norm_lazy(&g)?)
-                } else {
-                    None
-                };
-                let g = match (&norm, clip > 0.0) {
-                    (Some(norm), true) => {
-                        let scale = mlx_rs::ops::select(
-                            &norm.gt(f(clip))?,
-                            &f(clip).divide(norm)?,
-                            f(1.0),
-                        )?;
-                        g.iter()
-                            .map(|g| g.multiply(&scale))
-                            .collect::<std::result::Result<Vec<_>, _>>()?
+            let traced =
+                move |xs: &[Array]| -> std::result::Result<Vec<Array>, mlx_rs::error::Exception> {
+                    let f = Array::from_f32;
+                    let (p, rest) = xs.split_at(n);
+                    let (g, rest) = rest.split_at(n);
+                    let (m0, rest) = rest.split_at(n);
+                    let (v0, s) = rest.split_at(n);
+                    let (inv, lr, c1, c2) = (&s[0], &s[1], &s[2], &s[3]);
+                    let g: Vec<Array> = g
+                        .iter()
+                        .map(|g| g.multiply(inv))
+                        .collect::<std::result::Result<_, _>>()?;
+                    let norm = if norm_wanted || clip > 0.0 {
+                        Some(global_norm_lazy(&g)?)
+                    } else {
+                        None
+                    };
+                    let g = match (&norm, clip > 0.0) {
+                        (Some(norm), true) => {
+                            let scale = mlx_rs::ops::select(
+                                &norm.gt(f(clip))?,
+                                &f(clip).divide(norm)?,
+                                f(1.0),
+                            )?;
+                            g.iter()
+                                .map(|g| g.multiply(&scale))
+                                .collect::<std::result::Result<Vec<_>, _>>()?
+                        }
+                        _ => g,
+                    };
+                    let mut new_p = Vec::with_capacity(n);
+                    let mut new_m = Vec::with_capacity(n);
+                    let mut new_v = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let m = m0[i].multiply(f(b1))?.add(g[i].multiply(f(1.0 - b1))?)?;
+                        let v = v0[i]
+                            .multiply(f(b2))?
+                            .add(g[i].square()?.multiply(f(1.0 - b2))?)?;
+                        let update = m.divide(c1)?.divide(v.divide(c2)?.sqrt()?.add(f(eps))?)?;
+                        let mut np = p[i].subtract(update.multiply(lr)?)?;
+                        if decay[i] {
+                            np = np.subtract(p[i].multiply(lr.multiply(f(wd))?)?)?;
+                        }
+                        new_p.push(np);
+                        new_m.push(m);
+                        new_v.push(v);
                     }
-                    _ => g,
+                    let mut out = new_p;
+                    out.extend(new_m);
+                    out.extend(new_v);
+                    out.extend(norm);
+                    Ok(out)
                 };
-                let mut new_p = Vec::with_capacity(n);
-                let mut new_m = Vec::with_capacity(n);
-                let mut new_v = Vec::with_capacity(n);
-                for i in 0..n {
-                    let m = m0[i].multiply(f(b1))?.add(g[i].multiply(f(1.0 - b1))?)?;
-                    let v = v0[i]
-                        .multiply(f(b2))?
-                        .add(g[i].square()?.multiply(f(1.0 - b2))?)?;
-                    let update = m.divide(c1)?.divide(v.divide(c2)?.sqrt()?.add(f(eps))?)?;
-                    let mut np = p[i].subtract(update.multiply(lr)?)?;
-                    if decay[i] {
-                        np = np.subtract(p[i].multiply(lr.multiply(f(wd))?)?)?;
-                    }
-                    new_p.push(np);
-                    new_m.push(m);
-                    new_v.push(v);
-                }
-                let mut out = new_p;
-                out.extend(new_m);
-                out.extend(new_v);
-                out.extend(norm);
-                Ok(out)
-            };
             Box::new(mlx_rs::transforms::compile::compile(traced, false))
         };
         Self {
@@ -308,11 +309,7 @@ impl FusedAdamW {
         } else {
             (self.without_norm)(&xs)?
         };
-        let norm = if out.len() > 3 * n {
-            out.pop()
-        } else {
-            None
-        };
+        let norm = if out.len() > 3 * n { out.pop() } else { None };
         let v = out.split_off(2 * n);
         let m = out.split_off(n);
         let mut step = FusedStep {
