@@ -262,7 +262,7 @@ fn low_rank_forward(
 /// through `x·Aᵀ`, autodiff returns the transpose of a `[in, r]` product,
 /// and the optimizer's fused update then runs MLX's strided kernel over
 /// every parameter (measured on an H200: 21 ms of a 132 ms Llama-1B-like
-/// step, against 3 ms contiguous).
+/// step; 5.9 ms once the gradients are row-major).
 fn low_rank(base: &BaseWeight, x: &Array, ad: &Adapter) -> Result<Array> {
     let scale = ad.scale;
     let fwd_base = base.clone();
