@@ -551,6 +551,24 @@ impl Trainer {
         // the device before step n's loss is read (see `InFlight`).
         let mut in_flight: Option<InFlight> = None;
         let mut last_done = Instant::now();
+        // Landing a step (`Trainer::land`) with the run's bookkeeping state.
+        macro_rules! land {
+            ($this:expr, $step:expr) => {
+                $this.land(
+                    $step,
+                    model,
+                    &o,
+                    valid,
+                    pad,
+                    &mut st,
+                    &mut opt,
+                    &mut last_checkpoint,
+                    &mut metrics_file,
+                    &mut report,
+                    (&mut last_done, t_run, start_step),
+                )?
+            };
+        }
         loop {
             // The index of the step built now (one may still be in flight).
             let idx = st.step + usize::from(in_flight.is_some());
@@ -631,19 +649,7 @@ impl Trainer {
                     micro_after: st.micro,
                 };
                 if let Some(prev) = in_flight.take() {
-                    self.land(
-                        prev,
-                        model,
-                        &o,
-                        valid,
-                        pad,
-                        &mut st,
-                        &mut opt,
-                        &mut last_checkpoint,
-                        &mut metrics_file,
-                        &mut report,
-                        (&mut last_done, t_run, start_step),
-                    )?;
+                    land!(self, prev);
                 }
                 let mut step = step;
                 if let Opt::F32(adam) = &mut opt {
@@ -655,38 +661,14 @@ impl Trainer {
                 if o.overlap_steps {
                     in_flight = Some(step);
                 } else {
-                    self.land(
-                        step,
-                        model,
-                        &o,
-                        valid,
-                        pad,
-                        &mut st,
-                        &mut opt,
-                        &mut last_checkpoint,
-                        &mut metrics_file,
-                        &mut report,
-                        (&mut last_done, t_run, start_step),
-                    )?;
+                    land!(self, step);
                 }
                 continue;
             }
             // Not fused (or a step without counted tokens): land a queued
             // step first, so steps finish in order.
             if let Some(prev) = in_flight.take() {
-                self.land(
-                    prev,
-                    model,
-                    &o,
-                    valid,
-                    pad,
-                    &mut st,
-                    &mut opt,
-                    &mut last_checkpoint,
-                    &mut metrics_file,
-                    &mut report,
-                    (&mut last_done, t_run, start_step),
-                )?;
+                land!(self, prev);
             }
             if let Some((nll, aux, n)) = pending.take() {
                 loss_sum += f64::from(scalar(&nll)?);
@@ -749,19 +731,7 @@ impl Trainer {
             last_done = Instant::now();
         }
         if let Some(prev) = in_flight.take() {
-            self.land(
-                prev,
-                model,
-                &o,
-                valid,
-                pad,
-                &mut st,
-                &mut opt,
-                &mut last_checkpoint,
-                &mut metrics_file,
-                &mut report,
-                (&mut last_done, t_run, start_step),
-            )?;
+            land!(self, prev);
         }
         Ok(TrainReport {
             steps: report,
