@@ -112,6 +112,15 @@ pub fn select(choice: DeviceChoice) -> Result<DeviceType> {
     Ok(kind)
 }
 
+/// Whether MLX's default device is a CUDA GPU — where MLX 0.32 has kernels
+/// that Metal and the CPU lack (cuDNN's fused attention backward pass).
+pub fn default_device_is_cuda() -> bool {
+    let gpu = Device::try_default()
+        .and_then(|d| d.get_type())
+        .is_ok_and(|t| matches!(t, DeviceType::Gpu));
+    gpu && gpu_backend() == Some(GpuBackend::Cuda)
+}
+
 /// The environment variable MLX's CUDA backend reads once, at its first
 /// GPU operation, to record kernels into CUDA graphs (`1`, its default) or
 /// launch them directly (`0`).

@@ -8,8 +8,8 @@ mod shim;
 pub mod smoke;
 
 pub use device::{
-    CUDA_GRAPHS_ENV, DeviceChoice, GpuBackend, gpu_backend, prefer_direct_cuda_launches,
-    select as select_device,
+    CUDA_GRAPHS_ENV, DeviceChoice, GpuBackend, default_device_is_cuda, gpu_backend,
+    prefer_direct_cuda_launches, select as select_device,
 };
 pub use error::{Error, Result};
 pub use mlx_rs;

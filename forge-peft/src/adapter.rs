@@ -229,9 +229,15 @@ impl AdaptedLinear {
 
 /// `y = x Wᵀ + s·(x Aᵀ) Bᵀ` and the rank-`r` activation `u = x Aᵀ`.
 ///
-/// f32 adapters over a bf16/f16 model: the low-rank path runs in f32 and
-/// is cast back, so the residual stream keeps the model's dtype (otherwise
-/// every later layer would be promoted to f32).
+/// The low-rank products run in the activations' dtype: over a bf16/f16
+/// model the f32 adapter matrices are cast down (they are tiny) instead of
+/// the activations up — mixed precision as in Micikevicius et al. 2018
+/// (arXiv:1710.03740): half-precision products with f32 accumulation, f32
+/// master weights and f32 updates (the gradients are cast back to the
+/// parameters' dtype in [`low_rank`]). mlx-lm and PEFT promote `x` to f32
+/// instead: on an H200 that made every adapter product an f32 (TF32)
+/// GEMM over an f32 copy of `x`, ~11 ms of a ~100 ms Llama-1B-like step
+/// (docs/benchmarks.md). Over an f32 model nothing changes.
 fn low_rank_forward(
     base: &BaseWeight,
     x: &Array,
@@ -239,9 +245,12 @@ fn low_rank_forward(
     b: &Array,
     scale: f32,
 ) -> Result<(Array, Array)> {
+    let dt = x.dtype();
     let y0 = base.matmul_t(x)?;
-    let u = x.matmul(a.t())?;
-    let lora = u.matmul(b.t())?.multiply(Array::from_f32(scale))?;
+    let u = x.matmul(same_dtype(a.clone(), dt)?.t())?;
+    let lora = u
+        .matmul(same_dtype(b.clone(), dt)?.t())?
+        .multiply(Array::from_f32(scale).as_dtype(dt)?)?;
     let y = y0.add(same_dtype(lora, y0.dtype())?)?;
     Ok((y, u))
 }
@@ -275,15 +284,16 @@ fn low_rank(base: &BaseWeight, x: &Array, ad: &Adapter) -> Result<Array> {
         let (x, a, b) = (&p[0], &p[1], &p[2]);
         let (dy, u) = (&cot[0], &out[1]);
         let (d_in, d_out, r) = (x.dim(-1), dy.dim(-1), u.dim(-1));
-        let g = same_dtype(dy.clone(), u.dtype())?.multiply(Array::from_f32(scale))?;
+        // In the forward's dtype (the activations'; see `low_rank_forward`).
+        let dt = u.dtype();
+        let g = same_dtype(dy.clone(), dt)?.multiply(Array::from_f32(scale).as_dtype(dt)?)?;
         let g2 = g.reshape(&[-1, d_out])?;
-        let du = g2.matmul(b)?;
+        let du = g2.matmul(same_dtype(b.clone(), dt)?)?;
         let db = g2.t().matmul(u.reshape(&[-1, r])?)?;
-        // Cast before reshaping: the same `AsType(x)` node as the forward's
-        // promotion in `x·Aᵀ`, which compilation then computes once.
-        let xc = same_dtype(x.clone(), du.dtype())?.reshape(&[-1, d_in])?;
-        let da = du.t().matmul(&xc)?;
-        let dx = base.matmul(dy)?.add(du.matmul(a)?.reshape(x.shape())?)?;
+        let da = du.t().matmul(x.reshape(&[-1, d_in])?)?;
+        let dx = base
+            .matmul(dy)?
+            .add(du.matmul(same_dtype(a.clone(), dt)?)?.reshape(x.shape())?)?;
         Ok(vec![
             same_dtype(dx, x.dtype())?,
             same_dtype(da, a.dtype())?,
@@ -298,4 +308,86 @@ fn low_rank(base: &BaseWeight, x: &Array, ad: &Adapter) -> Result<Array> {
     .into_iter()
     .next()
     .ok_or_else(|| crate::error::Error::Unsupported("the low-rank path returned nothing".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mlx_rs::Dtype;
+
+    fn data(shape: &[i32], seed: u64) -> Array {
+        let n: i32 = shape.iter().product();
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect();
+        Array::from_slice(&v, shape)
+    }
+
+    fn adapter(a: Array, b: Array) -> Adapter {
+        Adapter {
+            method: Method::Lora,
+            rank: 4,
+            alpha: 8.0,
+            scale: 2.0,
+            a,
+            b,
+            magnitude: None,
+            init: None,
+            detach_norm: false,
+        }
+    }
+
+    /// `(y, dx, dA, dB)` of `Σ y ⊙ cot` through [`low_rank`].
+    fn run(w: &Array, x: &Array, a: &Array, b: &Array, cot: &Array) -> Result<Vec<Array>> {
+        let base = BaseWeight::Dense(w.clone());
+        let (y, grads) = mlx_rs::transforms::vjp(
+            |p: &[Array]| {
+                vec![low_rank(&base, &p[0], &adapter(p[1].clone(), p[2].clone())).unwrap()]
+            },
+            &[x.clone(), a.clone(), b.clone()],
+            std::slice::from_ref(cot),
+        )?;
+        let mut out = vec![y[0].clone()];
+        out.extend(grads);
+        Ok(out)
+    }
+
+    /// Over a bf16 model the f32 adapter runs its products in bf16: output
+    /// in bf16, gradients in the parameters' dtypes (f32 for `A`, `B`),
+    /// all within bf16 rounding of the all-f32 computation.
+    #[test]
+    fn half_precision_activations_keep_f32_adapter_gradients_close_to_f32() -> Result<()> {
+        let (t, d_in, d_out, r) = (96, 64, 48, 4);
+        let w = data(&[d_out, d_in], 1);
+        let x = data(&[2, t / 2, d_in], 2);
+        let a = data(&[r, d_in], 3).multiply(Array::from_f32(0.125))?;
+        let b = data(&[d_out, r], 4).multiply(Array::from_f32(0.5))?;
+        let cot = data(&[2, t / 2, d_out], 5);
+        let exact = run(&w, &x, &a, &b, &cot)?;
+        let bf = |t: &Array| t.as_dtype(Dtype::Bfloat16);
+        let half = run(&bf(&w)?, &bf(&x)?, &a, &b, &bf(&cot)?)?;
+        let dtypes: Vec<Dtype> = half.iter().map(|t| t.dtype()).collect();
+        assert_eq!(
+            dtypes,
+            [
+                Dtype::Bfloat16,
+                Dtype::Bfloat16,
+                Dtype::Float32,
+                Dtype::Float32
+            ]
+        );
+        for (name, (h, e)) in ["y", "dx", "dA", "dB"].iter().zip(half.iter().zip(&exact)) {
+            let (h, e) = (h.as_dtype(Dtype::Float32)?, e);
+            let err = h.subtract(e)?.abs()?.max(None)?.item_cast::<f32>()
+                / e.abs()?.max(None)?.item_cast::<f32>();
+            assert!(err < 2e-2, "{name}: relative error {err:.2e}");
+        }
+        Ok(())
+    }
 }

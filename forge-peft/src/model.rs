@@ -11,10 +11,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use forge_model::{Model, ModelConfig};
-use mlx_rs::Array;
 use mlx_rs::fast::ScaledDotProductAttentionMask;
 use mlx_rs::module::Module;
 use mlx_rs::nn::Linear;
+use mlx_rs::ops::indexing::IndexOp;
+use mlx_rs::{Array, Dtype};
 
 use crate::adapter::{AdaptedLinear, Adapter, BaseWeight, same_dtype};
 use crate::config::PeftConfig;
@@ -665,6 +666,9 @@ struct BlockCtx {
     scale: f32,
     bsz: i32,
     len: i32,
+    /// Attention through MLX's own fused backward pass (see [`attention`]):
+    /// on a CUDA GPU, where MLX 0.32 has one (cuDNN).
+    fused_backward: bool,
 }
 
 impl BlockCtx {
@@ -676,6 +680,7 @@ impl BlockCtx {
             scale: (c.head_dim as f32).powf(-0.5),
             bsz: tokens.dim(0),
             len: tokens.dim(1),
+            fused_backward: forge_mlx::default_device_is_cuda(),
         }
     }
 }
@@ -750,6 +755,10 @@ fn attention(q: &Array, k: &Array, v: &Array, c: BlockCtx) -> Result<Array> {
             q, k, v, c.scale, None, None,
         )?);
     }
+    let half = matches!(q.dtype(), Dtype::Bfloat16 | Dtype::Float16);
+    if c.fused_backward && half && c.hd % 8 == 0 && c.hd <= 128 {
+        return attention_padded(q, k, v, c);
+    }
     let f = move |xs: &[Array]| -> Result<Vec<Array>> {
         Ok(vec![mlx_rs::fast::scaled_dot_product_attention(
             &xs[0],
@@ -820,6 +829,52 @@ fn attention(q: &Array, k: &Array, v: &Array, c: BlockCtx) -> Result<Array> {
     .ok_or_else(|| Error::Unsupported("attention returned nothing".into()))
 }
 
+/// The sequence tile of MLX 0.32's fused attention backward pass on CUDA:
+/// MLX differentiates its fused attention with cuDNN's flash-attention
+/// backward kernel only when the query length is a multiple of it, and
+/// otherwise through the unfused fallback graph.
+const FUSED_ATTENTION_TILE: i32 = 128;
+
+/// Causal attention through MLX's fused kernels in both directions (cuDNN
+/// flash attention forward and backward on CUDA; Dao 2023, *FlashAttention-2*,
+/// arXiv:2307.08691), with the sequence zero-padded at its end to a multiple
+/// of [`FUSED_ATTENTION_TILE`] and the output cut back.
+///
+/// Exact: under the causal mask `M_ij = −∞ for j > i`, a padded key `j ≥ L`
+/// is seen only by padded queries `i ≥ L`, so rows `i < L` of
+/// `O = softmax(s·QKᵀ + M) V` are unchanged; the cut output's cotangent is
+/// zero on the padded rows, so they add nothing to `dK`, `dV` (and `dQ` of
+/// the padding is dropped by the pad's own gradient).
+///
+/// Why: a training step feeds `L = len − 1` positions (511 for 512-token
+/// rows), which misses the tile, so MLX (and mlx-lm, with the same rows)
+/// ran the unfused backward — score products on an unaligned cuBLAS kernel,
+/// a softmax and its gradient over `[b, h, L, L]`: ~25 ms of a ~100 ms
+/// Llama-1B-like step traced on an H200 (docs/benchmarks.md).
+fn attention_padded(q: &Array, k: &Array, v: &Array, c: BlockCtx) -> Result<Array> {
+    let tile = FUSED_ATTENTION_TILE;
+    let padded = (c.len + tile - 1) / tile * tile;
+    let pad = |t: &Array| -> Result<Array> {
+        if padded == c.len {
+            return Ok(t.clone());
+        }
+        let widths = [(0, 0), (0, 0), (0, padded - c.len), (0, 0)];
+        Ok(mlx_rs::ops::pad(t, &widths[..], None, None)?)
+    };
+    let o = mlx_rs::fast::scaled_dot_product_attention(
+        pad(q)?,
+        pad(k)?,
+        pad(v)?,
+        c.scale,
+        ScaledDotProductAttentionMask::Causal,
+        None,
+    )?;
+    if padded == c.len {
+        return Ok(o);
+    }
+    Ok(o.index((.., .., ..c.len, ..)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -857,52 +912,100 @@ mod tests {
         Ok(mlx_rs::ops::softmax_axis(&s, -1, true)?.matmul(grow(v)?)?)
     }
 
+    /// Largest `|ours − theirs|` over largest `|theirs|`, in f32.
+    fn rel_err(a: &Array, b: &Array) -> Result<f32> {
+        let (a, b) = (a.as_type::<f32>()?, b.as_type::<f32>()?);
+        let d = a.subtract(&b)?.abs()?.max(None)?.item_cast::<f32>();
+        let m = b.abs()?.max(None)?.item_cast::<f32>();
+        Ok(d / m)
+    }
+
+    /// Output and `dq, dk, dv` of `path` against autodiff of [`reference`]
+    /// in f32, inputs of `dtype`; returns the largest relative error.
+    fn check_attention(
+        path: fn(&Array, &Array, &Array, BlockCtx) -> Result<Array>,
+        c: BlockCtx,
+        dtype: Dtype,
+    ) -> Result<f32> {
+        let (b, l, hd) = (c.bsz, c.len, c.hd);
+        let q = data(&[b, c.nh, l, hd], 1);
+        let k = data(&[b, c.nkv, l, hd], 2);
+        let v = data(&[b, c.nkv, l, hd], 3);
+        let cot = data(&[b, c.nh, l, hd], 4);
+        let cast = |t: &Array| t.as_dtype(dtype);
+        let ours = mlx_rs::transforms::fallible_vjp(
+            |x: &[Array]| {
+                path(&x[0], &x[1], &x[2], c)
+                    .map(|y| vec![y])
+                    .map_err(to_exc)
+            },
+            &[cast(&q)?, cast(&k)?, cast(&v)?],
+            &[cast(&cot)?],
+        )?;
+        let theirs = mlx_rs::transforms::fallible_vjp(
+            |x: &[Array]| {
+                reference(&x[0], &x[1], &x[2], c)
+                    .map(|y| vec![y])
+                    .map_err(to_exc)
+            },
+            &[q, k, v],
+            &[cot],
+        )?;
+        let mut worst = rel_err(&ours.0[0], &theirs.0[0])?;
+        for (i, name) in ["dq", "dk", "dv"].iter().enumerate() {
+            assert_eq!(ours.1[i].shape(), theirs.1[i].shape(), "{name}");
+            worst = worst.max(rel_err(&ours.1[i], &theirs.1[i])?);
+        }
+        Ok(worst)
+    }
+
+    fn ctx(nh: i32, nkv: i32, hd: i32, len: i32, fused_backward: bool) -> BlockCtx {
+        BlockCtx {
+            nh,
+            nkv,
+            hd,
+            scale: (hd as f32).powf(-0.5),
+            bsz: 2,
+            len,
+            fused_backward,
+        }
+    }
+
     #[test]
     fn attention_gradients_equal_autodiff_of_the_unfused_graph() -> Result<()> {
         for (nh, nkv) in [(4, 2), (4, 4), (6, 1)] {
-            let c = BlockCtx {
-                nh,
-                nkv,
-                hd: 8,
-                scale: 8f32.powf(-0.5),
-                bsz: 2,
-                len: 7,
-            };
-            let q = data(&[2, nh, 7, 8], 1);
-            let k = data(&[2, nkv, 7, 8], 2);
-            let v = data(&[2, nkv, 7, 8], 3);
-            let cot = data(&[2, nh, 7, 8], 4);
-            let ours = mlx_rs::transforms::fallible_vjp(
-                |x: &[Array]| {
-                    attention(&x[0], &x[1], &x[2], c)
-                        .map(|y| vec![y])
-                        .map_err(to_exc)
-                },
-                &[q.clone(), k.clone(), v.clone()],
-                std::slice::from_ref(&cot),
-            )?;
-            let theirs = mlx_rs::transforms::fallible_vjp(
-                |x: &[Array]| {
-                    reference(&x[0], &x[1], &x[2], c)
-                        .map(|y| vec![y])
-                        .map_err(to_exc)
-                },
-                &[q, k, v],
-                &[cot],
-            )?;
-            let close = |a: &Array, b: &Array| -> Result<f32> {
-                let d = a.subtract(b)?.abs()?.max(None)?.item_cast::<f32>();
-                let m = b.abs()?.max(None)?.item_cast::<f32>();
-                Ok(d / m)
-            };
+            let e = check_attention(attention, ctx(nh, nkv, 8, 7, false), Dtype::Float32)?;
+            assert!(e < 1e-5, "heads {nh}/{nkv}: relative error {e:.2e}");
+        }
+        Ok(())
+    }
+
+    /// The padded path is exact: lengths off the tile (130 → 256, 1 row of
+    /// padding short of it: 255 → 256) and on it (128), GQA and not.
+    #[test]
+    fn padding_to_the_fused_tile_changes_nothing() -> Result<()> {
+        for (nh, nkv, len) in [(4, 2, 130), (4, 4, 255), (6, 1, 128)] {
+            let e = check_attention(attention_padded, ctx(nh, nkv, 8, len, true), Dtype::Float32)?;
             assert!(
-                close(&ours.0[0], &theirs.0[0])? < 1e-5,
-                "forward {nh}/{nkv}"
+                e < 1e-5,
+                "heads {nh}/{nkv}, len {len}: relative error {e:.2e}"
             );
-            for (i, name) in ["dq", "dk", "dv"].iter().enumerate() {
-                let e = close(&ours.1[i], &theirs.1[i])?;
-                assert!(e < 1e-5, "{name} heads {nh}/{nkv}: relative error {e:.2e}");
-            }
+        }
+        Ok(())
+    }
+
+    /// In bf16 through whichever path the default device takes (on CUDA:
+    /// padding and cuDNN's fused backward; elsewhere the hand-written one),
+    /// within bf16's rounding of the f32 reference.
+    #[test]
+    fn bf16_attention_on_the_default_device_matches_f32() -> Result<()> {
+        let fused = forge_mlx::default_device_is_cuda();
+        for (nh, nkv, len) in [(4, 2, 130), (2, 2, 128)] {
+            let e = check_attention(attention, ctx(nh, nkv, 64, len, fused), Dtype::Bfloat16)?;
+            assert!(
+                e < 2e-2,
+                "fused {fused}, heads {nh}/{nkv}, len {len}: relative error {e:.2e}"
+            );
         }
         Ok(())
     }
