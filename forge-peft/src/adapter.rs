@@ -248,23 +248,37 @@ fn low_rank_forward(
     let dt = x.dtype();
     let y0 = base.matmul_t(x)?;
     let u = x.matmul(same_dtype(a.clone(), dt)?.t())?;
-    let lora = u
-        .matmul(same_dtype(b.clone(), dt)?.t())?
-        .multiply(Array::from_f32(scale).as_dtype(dt)?)?;
-    let y = y0.add(same_dtype(lora, y0.dtype())?)?;
+    let y = add_product(&y0, &u, &same_dtype(b.clone(), dt)?.t(), scale)?;
     Ok((y, u))
+}
+
+/// `c + s·(p q)` for `p` `[…, k]`, `q` `[k, n]`, `c` `[…, n]`: one GEMM whose
+/// epilogue adds `c` and applies `s` (`addmm`) when the dtypes agree, so no
+/// elementwise pass over the `[T, n]` output is needed (three per adapted
+/// layer and step before: the scale and the residual add of the forward,
+/// the scaled cotangent of the backward).
+fn add_product(c: &Array, p: &Array, q: &Array, s: f32) -> Result<Array> {
+    if c.dtype() != p.dtype() || p.dtype() != q.dtype() {
+        let pq = p.matmul(q)?.multiply(Array::from_f32(s))?;
+        return Ok(c.add(same_dtype(pq, c.dtype())?)?);
+    }
+    let (k, n) = (p.dim(-1), c.dim(-1));
+    let y = mlx_rs::ops::addmm(c.reshape(&[-1, n])?, p.reshape(&[-1, k])?, q, s, 1.0)?;
+    Ok(y.reshape(c.shape())?)
 }
 
 /// The LoRA-form forward (LoRA, rsLoRA, PiSSA, CLoQ: no magnitude) with a
 /// hand-written gradient (Hu et al. 2021, arXiv:2106.09685, `h = W₀x + s·BAx`).
-/// With `u = x Aᵀ` kept from the forward and `ḡ = s·∂L/∂y`:
+/// With `u = x Aᵀ` kept from the forward, `ȳ = ∂L/∂y` and `ū = ȳ B`:
 ///
 /// ```text
-/// ∂L/∂B = ḡᵀ u        [out, r]
-/// ∂L/∂u = ḡ B         [T, r]
-/// ∂L/∂A = (∂L/∂u)ᵀ x  [r, in]
-/// ∂L/∂x = ∂L/∂y · W + ∂L/∂u · A
+/// ∂L/∂B = s·ȳᵀ u        [out, r]
+/// ∂L/∂A = s·ūᵀ x        [r, in]
+/// ∂L/∂x = ȳ W + s·ū A   [T, in]
 /// ```
+///
+/// (`s` applied to the small products and in `addmm`, never to a `[T, ·]`
+/// array.)
 ///
 /// The same products autodiff forms, but each gradient comes out as a
 /// row-major `[r, in]` / `[out, r]` array in the parameter's own layout:
@@ -286,14 +300,14 @@ fn low_rank(base: &BaseWeight, x: &Array, ad: &Adapter) -> Result<Array> {
         let (d_in, d_out, r) = (x.dim(-1), dy.dim(-1), u.dim(-1));
         // In the forward's dtype (the activations'; see `low_rank_forward`).
         let dt = u.dtype();
-        let g = same_dtype(dy.clone(), dt)?.multiply(Array::from_f32(scale).as_dtype(dt)?)?;
-        let g2 = g.reshape(&[-1, d_out])?;
+        let g2 = same_dtype(dy.clone(), dt)?.reshape(&[-1, d_out])?;
         let du = g2.matmul(same_dtype(b.clone(), dt)?)?;
-        let db = g2.t().matmul(u.reshape(&[-1, r])?)?;
-        let da = du.t().matmul(x.reshape(&[-1, d_in])?)?;
-        let dx = base
-            .matmul(dy)?
-            .add(du.matmul(same_dtype(a.clone(), dt)?)?.reshape(x.shape())?)?;
+        // The scale on the small `[out, r]`, `[r, in]` products, in f32
+        // (one elementwise kernel with the cast to the parameters' dtype).
+        let s = Array::from_f32(scale);
+        let db = g2.t().matmul(u.reshape(&[-1, r])?)?.multiply(&s)?;
+        let da = du.t().matmul(x.reshape(&[-1, d_in])?)?.multiply(&s)?;
+        let dx = add_product(&base.matmul(dy)?, &du, &same_dtype(a.clone(), dt)?, scale)?;
         Ok(vec![
             same_dtype(dx, x.dtype())?,
             same_dtype(da, a.dtype())?,
