@@ -408,12 +408,48 @@ impl PeftModel {
 
     /// The last decoder block's output `[b, l, d]` (before the final norm),
     /// checkpointed or not.
+    ///
+    /// Where attention takes MLX's fused backward pass (CUDA, half
+    /// precision; see [`attention_padded`]) and the sequence misses its
+    /// tile by at most an eighth, the tokens are padded at the end to the
+    /// tile and the output cut back: exact, since every operation is per
+    /// position except causal attention, which never lets a position see a
+    /// later one. One cut instead of padding and cutting `q, k, v` in every
+    /// block (3 fills, 3 copies and their gradients per block and step).
     pub(crate) fn hidden(&mut self, tokens: &Array, checkpoint: bool) -> Result<Array> {
-        if checkpoint {
-            self.hidden_checkpointed(tokens)
+        self.hidden_at(tokens, checkpoint, forge_mlx::default_device_is_cuda())
+    }
+
+    /// [`hidden`](Self::hidden), padding to the fused tile when `fused`.
+    fn hidden_at(&mut self, tokens: &Array, checkpoint: bool, fused: bool) -> Result<Array> {
+        self.check_tokens(tokens)?;
+        let len = tokens.dim(1);
+        let padded = self.fused_tile_len(len).filter(|_| fused);
+        let tokens = match padded {
+            Some(p) => mlx_rs::ops::pad(tokens, &[(0, 0), (0, p - len)][..], None, None)?,
+            None => tokens.clone(),
+        };
+        let h = if checkpoint {
+            self.hidden_checkpointed(&tokens)?
         } else {
-            self.hidden_impl(tokens, None)
-        }
+            self.hidden_impl(&tokens, None)?
+        };
+        Ok(match padded {
+            Some(_) => h.index((.., ..len, ..)),
+            None => h,
+        })
+    }
+
+    /// The padded length [`hidden`](Self::hidden) runs at, if it pads.
+    fn fused_tile_len(&self, len: i32) -> Option<i32> {
+        let c = self.model.config();
+        let half = matches!(
+            self.model.model.embed_tokens.weight.value.dtype(),
+            Dtype::Bfloat16 | Dtype::Float16
+        );
+        let padded = (len + FUSED_ATTENTION_TILE - 1) / FUSED_ATTENTION_TILE * FUSED_ATTENTION_TILE;
+        let fits = half && c.head_dim % 8 == 0 && c.head_dim <= 128;
+        (len > 1 && padded != len && 8 * (padded - len) <= len && fits).then_some(padded)
     }
 
     /// The summed next-token loss over the positions `rows` (indices into
@@ -1006,6 +1042,37 @@ mod tests {
                 e < 2e-2,
                 "fused {fused}, heads {nh}/{nkv}, len {len}: relative error {e:.2e}"
             );
+        }
+        Ok(())
+    }
+
+    /// Token-level padding: only where it costs at most an eighth, and the
+    /// hidden states of the real positions are unchanged (bf16 tiny model).
+    #[test]
+    fn padding_the_tokens_to_the_fused_tile_changes_nothing() -> Result<()> {
+        use mlx_rs::module::ModuleParameters;
+        let config = forge_model::tiny_config(forge_model::Architecture::Llama);
+        let mut m = forge_model::random_model(config, 3)?;
+        for (_, p) in m.parameters_mut().flatten().iter_mut() {
+            **p = p.as_dtype(Dtype::Bfloat16)?;
+        }
+        let cfg = PeftConfig::new(Method::Lora, 4, 8.0)
+            .with_targets(["all-linear"])
+            .with_seed(1);
+        let mut peft = PeftModel::new(m, cfg)?;
+        assert_eq!(peft.fused_tile_len(120), Some(128));
+        assert_eq!(peft.fused_tile_len(511), Some(512));
+        assert_eq!(peft.fused_tile_len(100), None, "28 of 100: too costly");
+        assert_eq!(peft.fused_tile_len(256), None, "already on the tile");
+        assert_eq!(peft.fused_tile_len(1), None);
+        let ids: Vec<i32> = (0..240).map(|i| (i * 37 + 5) % 272).collect();
+        let tokens = Array::from_slice(&ids, &[2, 120]);
+        for checkpoint in [false, true] {
+            let padded = peft.hidden_at(&tokens, checkpoint, true)?;
+            let plain = peft.hidden_at(&tokens, checkpoint, false)?;
+            assert_eq!(padded.shape(), &[2, 120, 64]);
+            let e = rel_err(&padded, &plain)?;
+            assert!(e < 1e-2, "checkpoint {checkpoint}: relative error {e:.2e}");
         }
         Ok(())
     }
