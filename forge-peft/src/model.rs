@@ -448,7 +448,7 @@ impl PeftModel {
             Dtype::Bfloat16 | Dtype::Float16
         );
         let padded = (len + FUSED_ATTENTION_TILE - 1) / FUSED_ATTENTION_TILE * FUSED_ATTENTION_TILE;
-        let fits = half && c.head_dim % 8 == 0 && c.head_dim <= 128;
+        let fits = half && c.head_dim.is_multiple_of(8) && c.head_dim <= 128;
         (len > 1 && padded != len && 8 * (padded - len) <= len && fits).then_some(padded)
     }
 
