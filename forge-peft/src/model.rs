@@ -776,15 +776,17 @@ fn block(
 ///
 /// summed over the query heads that share a key/value head.
 ///
-/// Why: MLX 0.32 differentiates its fused attention through the unfused
-/// fallback graph, which on CUDA masks the `[b, h, l, l]` scores with a
-/// broadcast select and multiplies against key/value heads broadcast over
-/// their query groups; traced on an H200 those products ran on an old
-/// unaligned kernel (11 ms of a 132 ms Llama-1B-like step) and the mask
-/// and softmax gradient passes took another 13 ms. Here the keys and values
-/// are expanded to all heads (contiguous batched products), the mask and
-/// the scale ride in one `addmm` (`s·QKᵀ + M`), and `δ` is a `[b, h, l]`
-/// row sum instead of one over the scores.
+/// On a CUDA GPU in half precision the backward pass is MLX's own fused one
+/// instead ([`attention_padded`]: cuDNN's flash-attention backward kernel).
+/// Elsewhere (CPU, Metal, f32) MLX 0.32 differentiates its fused attention
+/// through the unfused fallback graph — a broadcast select masking the
+/// `[b, h, l, l]` scores and products against key/value heads broadcast
+/// over their query groups; here the keys and values are expanded to all
+/// heads (contiguous batched products), the mask and the scale ride in one
+/// `addmm` (`s·QKᵀ + M`), and `δ` is a `[b, h, l]` row sum instead of one
+/// over the scores. (On an H200 this path still ran its score products on
+/// cuBLAS's unaligned fallback kernel, 13.5 ms of a 100 ms Llama-1B-like
+/// step, as MLX's own fallback did; hence the fused path there.)
 fn attention(q: &Array, k: &Array, v: &Array, c: BlockCtx) -> Result<Array> {
     if c.len <= 1 {
         return Ok(mlx_rs::fast::scaled_dot_product_attention(
@@ -806,12 +808,11 @@ fn attention(q: &Array, k: &Array, v: &Array, c: BlockCtx) -> Result<Array> {
         )?])
     };
     let vjp = move |p: &[Array], cot: &[Array], out: &[Array]| -> Result<Vec<Array>> {
-        // Row-major [b, h, l, d] operands: q, k, v and the cotangent arrive
-        // as transposed views of [b, l, h, d] activations, whose two batch
-        // axes have no common stride, and cuBLAS then runs the products on
-        // an unaligned kernel (traced on the H200: 13.5 ms of a 96 ms step).
-        let (q, k, v) = (p[0].contiguous()?, p[1].contiguous()?, p[2].contiguous()?);
-        let (d_o, o) = (&cot[0].contiguous()?, &out[0]);
+        // (q, k, v and the cotangent arrive as transposed views of
+        // [b, l, h, d] activations; MLX's matmul copies such batched
+        // operands to row-major itself, so no explicit copy here.)
+        let (q, k, v) = (p[0].clone(), p[1].clone(), p[2].clone());
+        let (d_o, o) = (&cot[0], &out[0]);
         let (b, l, hd) = (c.bsz, c.len, c.hd);
         let rep = c.nh / c.nkv;
         // [b, nkv, l, hd] → [b, nh, l, hd], query head h reading kv head h / rep.
