@@ -329,16 +329,12 @@ mod tests {
     use super::*;
     use mlx_rs::Dtype;
 
+    /// Seeded values in [−1, 1).
     fn data(shape: &[i32], seed: u64) -> Array {
+        let mut rng = crate::util::SplitMix64::new(seed);
         let n: i32 = shape.iter().product();
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         let v: Vec<f32> = (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
+            .map(|_| (2.0 * rng.next_f64() - 1.0) as f32)
             .collect();
         Array::from_slice(&v, shape)
     }

@@ -424,7 +424,7 @@ impl PeftModel {
     fn hidden_at(&mut self, tokens: &Array, checkpoint: bool, fused: bool) -> Result<Array> {
         self.check_tokens(tokens)?;
         let len = tokens.dim(1);
-        let padded = self.fused_tile_len(len).filter(|_| fused);
+        let padded = self.padded_len(len).filter(|_| fused);
         let tokens = match padded {
             Some(p) => mlx_rs::ops::pad(tokens, &[(0, 0), (0, p - len)][..], None, None)?,
             None => tokens.clone(),
@@ -441,14 +441,10 @@ impl PeftModel {
     }
 
     /// The padded length [`hidden`](Self::hidden) runs at, if it pads.
-    fn fused_tile_len(&self, len: i32) -> Option<i32> {
-        let c = self.model.config();
-        let half = matches!(
-            self.model.model.embed_tokens.weight.value.dtype(),
-            Dtype::Bfloat16 | Dtype::Float16
-        );
-        let padded = (len + FUSED_ATTENTION_TILE - 1) / FUSED_ATTENTION_TILE * FUSED_ATTENTION_TILE;
-        let fits = half && c.head_dim.is_multiple_of(8) && c.head_dim <= 128;
+    fn padded_len(&self, len: i32) -> Option<i32> {
+        let dtype = self.model.model.embed_tokens.weight.value.dtype();
+        let fits = fused_attention_fits(dtype, self.model.config().head_dim as i32);
+        let padded = fused_tile_len(len);
         (len > 1 && padded != len && 8 * (padded - len) <= len && fits).then_some(padded)
     }
 
@@ -793,8 +789,7 @@ fn attention(q: &Array, k: &Array, v: &Array, c: BlockCtx) -> Result<Array> {
             q, k, v, c.scale, None, None,
         )?);
     }
-    let half = matches!(q.dtype(), Dtype::Bfloat16 | Dtype::Float16);
-    if c.fused_backward && half && c.hd % 8 == 0 && c.hd <= 128 {
+    if c.fused_backward && fused_attention_fits(q.dtype(), c.hd) {
         return attention_padded(q, k, v, c);
     }
     let f = move |xs: &[Array]| -> Result<Vec<Array>> {
@@ -872,6 +867,18 @@ fn attention(q: &Array, k: &Array, v: &Array, c: BlockCtx) -> Result<Array> {
 /// otherwise through the unfused fallback graph.
 const FUSED_ATTENTION_TILE: i32 = 128;
 
+/// `len` rounded up to [`FUSED_ATTENTION_TILE`].
+fn fused_tile_len(len: i32) -> i32 {
+    (len + FUSED_ATTENTION_TILE - 1) / FUSED_ATTENTION_TILE * FUSED_ATTENTION_TILE
+}
+
+/// Whether MLX 0.32's cuDNN attention takes this dtype and head size
+/// (bf16/f16, head size a multiple of 8 up to 128); the device is the
+/// caller's check.
+fn fused_attention_fits(dtype: Dtype, head_dim: i32) -> bool {
+    matches!(dtype, Dtype::Bfloat16 | Dtype::Float16) && head_dim % 8 == 0 && head_dim <= 128
+}
+
 /// Causal attention through MLX's fused kernels in both directions (cuDNN
 /// flash attention forward and backward on CUDA; Dao 2023, *FlashAttention-2*,
 /// arXiv:2307.08691), with the sequence zero-padded at its end to a multiple
@@ -889,8 +896,7 @@ const FUSED_ATTENTION_TILE: i32 = 128;
 /// a softmax and its gradient over `[b, h, L, L]`: ~25 ms of a ~100 ms
 /// Llama-1B-like step traced on an H200 (docs/benchmarks.md).
 fn attention_padded(q: &Array, k: &Array, v: &Array, c: BlockCtx) -> Result<Array> {
-    let tile = FUSED_ATTENTION_TILE;
-    let padded = (c.len + tile - 1) / tile * tile;
+    let padded = fused_tile_len(c.len);
     let pad = |t: &Array| -> Result<Array> {
         if padded == c.len {
             return Ok(t.clone());
@@ -1061,11 +1067,11 @@ mod tests {
             .with_targets(["all-linear"])
             .with_seed(1);
         let mut peft = PeftModel::new(m, cfg)?;
-        assert_eq!(peft.fused_tile_len(120), Some(128));
-        assert_eq!(peft.fused_tile_len(511), Some(512));
-        assert_eq!(peft.fused_tile_len(100), None, "28 of 100: too costly");
-        assert_eq!(peft.fused_tile_len(256), None, "already on the tile");
-        assert_eq!(peft.fused_tile_len(1), None);
+        assert_eq!(peft.padded_len(120), Some(128));
+        assert_eq!(peft.padded_len(511), Some(512));
+        assert_eq!(peft.padded_len(100), None, "28 of 100: too costly");
+        assert_eq!(peft.padded_len(256), None, "already on the tile");
+        assert_eq!(peft.padded_len(1), None);
         let ids: Vec<i32> = (0..240).map(|i| (i * 37 + 5) % 272).collect();
         let tokens = Array::from_slice(&ids, &[2, 120]);
         for checkpoint in [false, true] {
